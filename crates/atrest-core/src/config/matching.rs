@@ -1,0 +1,29 @@
+//! Runtime matching (CONFIG.md §4): which providers serve a storage group/resource.
+
+use super::{EncryptionConfiguration, ProviderConfiguration};
+use crate::resource::GroupResource;
+
+impl EncryptionConfiguration {
+    /// The ordered provider list kube-apiserver uses for `gr`: every entry naming exactly `gr`
+    /// (lists concatenated in file order), else the `*.<group>` entry, else the `*.*` entry.
+    /// `None`: not covered, the stand-alone identity transformer applies.
+    pub fn providers_for(&self, gr: &GroupResource) -> Option<Vec<&ProviderConfiguration>> {
+        let wanted = [
+            gr.clone(),
+            GroupResource::new(gr.group.clone(), "*"),
+            GroupResource::new("*", "*"),
+        ];
+        for candidate in &wanted {
+            let list: Vec<&ProviderConfiguration> = self
+                .resources
+                .iter()
+                .filter(|entry| entry.resources.iter().any(|r| &GroupResource::parse(r) == candidate))
+                .flat_map(|entry| entry.providers.iter())
+                .collect();
+            if !list.is_empty() {
+                return Some(list);
+            }
+        }
+        None
+    }
+}
