@@ -16,6 +16,7 @@
 //! no etcd. Everything above it (plugin, etcd tooling, snapshots, CLI) builds on these types.
 #![forbid(unsafe_code)]
 
+mod build;
 pub mod config;
 pub mod kms;
 pub mod providers;

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod bench;
+pub mod common;
 pub mod config;
 pub mod decrypt;
 pub mod encrypt;
