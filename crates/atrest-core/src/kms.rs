@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+pub mod testing;
+
 /// What went wrong talking to a KMS plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {

@@ -19,10 +19,25 @@
 mod build;
 pub mod config;
 pub mod kms;
+mod list;
+mod prefix;
 pub mod providers;
 pub mod resource;
 pub mod transformer;
 
+pub use build::BuildOptions;
 pub use config::{EncryptionConfiguration, LoadOptions};
 pub use resource::GroupResource;
 pub use transformer::{ProviderInfo, ProviderKind, ReadOutcome, ResourceTransformer, TransformError, Transformers};
+
+/// Loads `path` with kube-apiserver's rules ([`config::load_file`]) and builds every resource's
+/// transformer; KMS providers connect through `kms`.
+pub fn load_transformers(
+    path: &std::path::Path,
+    opts: &LoadOptions,
+    kms: std::sync::Arc<dyn kms::KmsConnector>,
+) -> Result<(EncryptionConfiguration, Transformers), config::ConfigError> {
+    let config = config::load_file(path, opts)?;
+    let transformers = Transformers::build(&config, kms)?;
+    Ok((config, transformers))
+}

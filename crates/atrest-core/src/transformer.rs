@@ -80,9 +80,51 @@ pub enum TransformError {
     /// `cipher: message authentication failed`.
     #[error("{0}")]
     Message(String),
-    /// Several prefix-matching entries failed: upstream's aggregate (`[e1, e2]`).
-    #[error("[{}]", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))]
+    /// Several prefix-matching entries failed: upstream's aggregate (`[e1, e2]`). Printed like
+    /// apimachinery's `utilerrors.Aggregate`: nested aggregates are flattened, identical messages
+    /// collapse into one, and a single remaining message is printed without brackets.
+    #[error("{}", aggregate_text(.0))]
     Aggregate(Vec<TransformError>),
+}
+
+impl TransformError {
+    /// A single error with the given text.
+    pub fn msg(text: impl Into<String>) -> Self {
+        TransformError::Message(text.into())
+    }
+
+    /// apimachinery's `Reduce(NewAggregate(errs))`: no error for an empty list, the error itself
+    /// for a list of one, an aggregate otherwise.
+    pub fn reduce(mut errors: Vec<TransformError>) -> Option<TransformError> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(TransformError::Aggregate(errors)),
+        }
+    }
+
+    fn collect_messages(&self, out: &mut Vec<String>) {
+        match self {
+            TransformError::Message(text) => {
+                if !out.contains(text) {
+                    out.push(text.clone());
+                }
+            }
+            TransformError::Aggregate(inner) => inner.iter().for_each(|e| e.collect_messages(out)),
+        }
+    }
+}
+
+fn aggregate_text(errors: &[TransformError]) -> String {
+    let mut messages = Vec::new();
+    errors
+        .iter()
+        .for_each(|e| e.collect_messages(&mut messages));
+    match messages.as_slice() {
+        [] => String::new(),
+        [single] => single.clone(),
+        many => format!("[{}]", many.join(", ")),
+    }
 }
 
 /// The provider list for one resource, ready to read and write values.
@@ -111,7 +153,9 @@ impl ResourceTransformer {
 
 impl Clone for ResourceTransformer {
     fn clone(&self) -> Self {
-        Self { inner: Arc::clone(&self.inner) }
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 

@@ -1,3 +1,80 @@
 //! One module per provider: the stored-byte format of each (WIRE-FORMAT.md §4–§6).
 //!
-//! OWNER: core-providers helper.
+//! Every provider implements [`Provider`]: it reads and writes the *body* that follows its prefix;
+//! the resource's provider list ([`crate::prefix`]) matches and strips prefixes. Local-key providers
+//! (aescbc, aesgcm, secretbox) add the second prefix level, their key list, in [`keys`].
+
+pub(crate) mod aescbc;
+pub(crate) mod aesgcm;
+pub(crate) mod identity;
+pub(crate) mod keys;
+pub(crate) mod kmsv1;
+pub mod kmsv2;
+pub(crate) mod lru;
+pub(crate) mod random;
+pub(crate) mod secretbox;
+
+use crate::transformer::{ProviderKind, TransformError};
+
+/// The prefix written before aescbc bodies; the key name and `:` follow.
+pub const AESCBC_PREFIX: &str = "k8s:enc:aescbc:v1:";
+/// The prefix written before aesgcm bodies; the key name and `:` follow.
+pub const AESGCM_PREFIX: &str = "k8s:enc:aesgcm:v1:";
+/// The prefix written before secretbox bodies; the key name and `:` follow.
+pub const SECRETBOX_PREFIX: &str = "k8s:enc:secretbox:v1:";
+/// The prefix written before kms v1 bodies; the provider name and `:` follow.
+pub const KMSV1_PREFIX: &str = "k8s:enc:kms:v1:";
+/// The prefix written before kms v2 bodies; the provider name and `:` follow.
+pub const KMSV2_PREFIX: &str = "k8s:enc:kms:v2:";
+/// Every encrypted value starts with these bytes; identity refuses to read them.
+pub const ENCRYPTED_MARKER: &[u8] = b"k8s:enc:";
+
+/// A successful read of one provider body.
+#[derive(Debug)]
+pub(crate) struct BodyRead {
+    pub plaintext: Vec<u8>,
+    /// Provider-internal staleness (key index ≠ 0, kms v1 CBC body, kms v2 key_id/type change).
+    pub stale: bool,
+    pub key: KeyRef,
+}
+
+/// Which key inside a provider read or writes a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct KeyRef {
+    pub key_name: Option<String>,
+    pub key_index: Option<usize>,
+    pub key_id: Option<String>,
+}
+
+/// One entry of a resource's provider list.
+pub(crate) trait Provider: Send + Sync {
+    fn kind(&self) -> ProviderKind;
+    /// The first-level prefix (`k8s:enc:aescbc:v1:`, `k8s:enc:kms:v2:<name>:`, empty for identity).
+    fn prefix(&self) -> &[u8];
+    /// Decrypts the bytes after [`prefix`](Self::prefix); `aad` is the etcd key.
+    fn read(&self, body: &[u8], aad: &[u8]) -> Result<BodyRead, TransformError>;
+    /// Encrypts with the write key; returns the bytes that follow [`prefix`](Self::prefix).
+    fn write(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError>;
+    /// The key [`write`](Self::write) uses.
+    fn write_key(&self) -> KeyRef;
+    /// Classifies a body without decrypting: `None` if this provider would certainly refuse it
+    /// before decrypting (no key prefix matches, identity on encrypted data); else the key and
+    /// the provider-internal staleness as far as it is knowable without decrypting.
+    fn identify(&self, body: &[u8]) -> Option<(KeyRef, bool)>;
+}
+
+impl crate::prefix::Prefixed for std::sync::Arc<dyn Provider> {
+    fn prefix(&self) -> &[u8] {
+        Provider::prefix(self.as_ref())
+    }
+}
+
+/// Go's `aes.NewCipher` error for a DEK of the wrong size (from a KMS plugin).
+pub(crate) fn invalid_aes_key_size(len: usize) -> TransformError {
+    TransformError::msg(format!("crypto/aes: invalid key size {len}"))
+}
+
+/// The error every provider gives for a body too short to hold its nonce/IV/header.
+pub(crate) fn too_short() -> TransformError {
+    TransformError::msg("the stored data was shorter than the required size")
+}
