@@ -5,3 +5,6 @@
 //! rewrites with checkpoints), and read-only etcd snapshot (bbolt) files. One report type serves
 //! `status` on a live cluster and on a snapshot.
 #![forbid(unsafe_code)]
+
+pub mod decode;
+pub mod keymap;
