@@ -8,3 +8,5 @@
 
 pub mod decode;
 pub mod keymap;
+
+pub mod snapshot;
