@@ -1,0 +1,350 @@
+//! YAML front end: yaml-rust2's marked events → [`Node`] tree, resolving plain scalars the way
+//! kube-apiserver's YAML library (go-yaml v2, YAML 1.1 flavour) does, and recording duplicate keys
+//! the way its strict mode reports them.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, Parser, Tag};
+use yaml_rust2::scanner::{Marker, ScanError, TScalarStyle};
+use zeroize::Zeroizing;
+
+use super::node::{Entry, Node, Value, MAX_DEPTH};
+
+/// Total nodes a document may expand to through aliases (go-yaml refuses "excessive aliasing" too).
+const MAX_NODES: usize = 200_000;
+
+/// The first document of a YAML stream, JSON-converted like sigs.k8s.io/yaml does.
+pub(crate) struct YamlDocument {
+    /// `None`: the document is empty (only comments or whitespace), i.e. `null`.
+    pub root: Option<Node>,
+    /// go-yaml strict mode's complaints: `line N: key "x" already set in map`, in document order.
+    pub duplicate_keys: Vec<(usize, String)>,
+}
+
+/// Why the YAML could not be read at all. `message` is go-yaml's text (`yaml: line 4: …`).
+#[derive(Debug)]
+pub(crate) struct YamlSyntaxError {
+    pub message: String,
+    pub line: Option<usize>,
+}
+
+pub(crate) fn parse(bytes: &[u8]) -> Result<YamlDocument, YamlSyntaxError> {
+    let text = std::str::from_utf8(bytes).map_err(|err| YamlSyntaxError {
+        message: "yaml: invalid leading UTF-8 octet".to_owned(),
+        line: Some(line_of_offset(bytes, err.valid_up_to())),
+    })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut builder = TreeBuilder::default();
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        let (event, mark) = parser.next_token().map_err(syntax_error)?;
+        match builder.on_event(event, mark)? {
+            Flow::Continue => {}
+            Flow::Done => break,
+        }
+    }
+    Ok(YamlDocument { root: builder.root, duplicate_keys: builder.duplicates })
+}
+
+fn line_of_offset(bytes: &[u8], offset: usize) -> usize {
+    bytes.iter().take(offset).filter(|b| **b == b'\n').count() + 1
+}
+
+/// go-yaml prints libyaml's *problem* only (no "while parsing …" context). For parser errors it
+/// prints the 0-based line of the problem mark; for scanner errors the 1-based line.
+fn syntax_error(err: ScanError) -> YamlSyntaxError {
+    let info = err.info();
+    let line = err.marker().line();
+    let (problem, is_parser_error) = match info {
+        "while parsing a flow sequence, expected ',' or ']'" => ("did not find expected ',' or ']'", true),
+        // yaml-rust2 notices a key spanning lines inside `[...]` while scanning; libyaml's parser
+        // reports the same input as an unterminated flow sequence.
+        "illegal placement of ':' indicator" => ("did not find expected ',' or ']'", true),
+        other => match other.split_once(", ") {
+            Some((context, problem)) if context.starts_with("while parsing") => (problem, true),
+            Some((context, problem)) if context.starts_with("while scanning") => (problem, false),
+            _ => (other, false),
+        },
+    };
+    let reported = if is_parser_error { line.saturating_sub(1) } else { line };
+    let message = if reported == 0 { format!("yaml: {problem}") } else { format!("yaml: line {reported}: {problem}") };
+    YamlSyntaxError { message, line: (line > 0).then_some(line) }
+}
+
+enum Flow {
+    Continue,
+    Done,
+}
+
+struct Frame {
+    kind: FrameKind,
+    line: usize,
+    anchor: usize,
+}
+
+enum FrameKind {
+    Seq(Vec<Node>),
+    Map { entries: Vec<Entry>, pending_key: Option<Node>, duplicate_guard: HashMap<String, ()> },
+}
+
+#[derive(Default)]
+struct TreeBuilder {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, (Node, usize)>,
+    root: Option<Node>,
+    duplicates: Vec<(usize, String)>,
+    nodes: usize,
+}
+
+impl TreeBuilder {
+    fn on_event(&mut self, event: Event, mark: Marker) -> Result<Flow, YamlSyntaxError> {
+        let line = mark.line();
+        match event {
+            Event::StreamStart | Event::DocumentStart | Event::Nothing => Ok(Flow::Continue),
+            // Only the first document counts, as with go-yaml's Unmarshal.
+            Event::DocumentEnd | Event::StreamEnd => Ok(Flow::Done),
+            Event::Scalar(text, style, anchor, tag) => {
+                let node = Node::new(resolve_scalar(text, style, tag.as_ref()), Some(line));
+                self.count(1)?;
+                if anchor != 0 {
+                    self.anchors.insert(anchor, (node.clone(), 1));
+                }
+                self.complete(node)
+            }
+            Event::Alias(anchor) => {
+                let (node, size) = self.anchors.get(&anchor).cloned().ok_or_else(|| YamlSyntaxError {
+                    message: format!("yaml: line {line}: unknown anchor referenced"),
+                    line: Some(line),
+                })?;
+                self.count(size)?;
+                self.complete(node)
+            }
+            Event::SequenceStart(anchor, _) => self.open(FrameKind::Seq(Vec::new()), line, anchor),
+            Event::MappingStart(anchor, _) => self.open(
+                FrameKind::Map { entries: Vec::new(), pending_key: None, duplicate_guard: HashMap::new() },
+                line,
+                anchor,
+            ),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = self.stack.pop() else {
+                    return Ok(Flow::Continue);
+                };
+                let value = match frame.kind {
+                    FrameKind::Seq(items) => Value::Seq(items),
+                    FrameKind::Map { mut entries, .. } => {
+                        // sigs.k8s.io/yaml marshals a Go map, so JSON sees keys sorted bytewise.
+                        entries.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+                        Value::Map(entries)
+                    }
+                };
+                let node = Node::new(value, Some(frame.line));
+                if frame.anchor != 0 {
+                    let size = node_count(&node);
+                    self.anchors.insert(frame.anchor, (node.clone(), size));
+                }
+                self.complete(node)
+            }
+        }
+    }
+
+    fn open(&mut self, kind: FrameKind, line: usize, anchor: usize) -> Result<Flow, YamlSyntaxError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(YamlSyntaxError {
+                message: format!("yaml: line {line}: exceeded max depth of {MAX_DEPTH}"),
+                line: Some(line),
+            });
+        }
+        self.count(1)?;
+        self.stack.push(Frame { kind, line, anchor });
+        Ok(Flow::Continue)
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), YamlSyntaxError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            return Err(YamlSyntaxError { message: "yaml: document contains excessive aliasing".to_owned(), line: None });
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, node: Node) -> Result<Flow, YamlSyntaxError> {
+        let Some(frame) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return Ok(Flow::Continue);
+        };
+        match &mut frame.kind {
+            FrameKind::Seq(items) => items.push(node),
+            FrameKind::Map { entries, pending_key, duplicate_guard } => match pending_key.take() {
+                None => *pending_key = Some(node),
+                Some(key_node) => {
+                    let key_line = key_node.line;
+                    let (key, shown) = map_key(&key_node)?;
+                    if duplicate_guard.insert(shown.clone(), ()).is_some() {
+                        self.duplicates.push((key_line.unwrap_or(0), shown));
+                        // Non-strict conversion keeps the last value.
+                        entries.retain(|e| e.key != key);
+                    }
+                    entries.push(Entry { key, key_line, value: node });
+                }
+            },
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// A mapping key as sigs.k8s.io/yaml turns it into a JSON key, and as go-yaml prints it (`%#v`).
+fn map_key(node: &Node) -> Result<(String, String), YamlSyntaxError> {
+    match &node.value {
+        Value::Str(s) => Ok((s.to_string(), super::gotext::quote(s))),
+        Value::Bool(b) => Ok((b.to_string(), b.to_string())),
+        Value::Int(i) => Ok((i.to_string(), i.to_string())),
+        Value::Float(f) => Ok((f.to_string(), f.to_string())),
+        Value::Null => Ok(("null".to_owned(), "<nil>".to_owned())),
+        Value::Seq(_) | Value::Map(_) => Err(YamlSyntaxError {
+            message: format!("yaml: line {}: unsupported map key: a key must be a scalar", node.line.unwrap_or(0)),
+            line: node.line,
+        }),
+    }
+}
+
+fn node_count(node: &Node) -> usize {
+    let mut count = 0usize;
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        count += 1;
+        match &n.value {
+            Value::Seq(items) => stack.extend(items.iter()),
+            Value::Map(entries) => stack.extend(entries.iter().map(|e| &e.value)),
+            _ => {}
+        }
+    }
+    count
+}
+
+/// go-yaml v2's implicit typing of plain scalars (YAML 1.1: `yes`/`on` are booleans, `0x1f` is
+/// an integer, …). Quoted and block scalars are always strings; `!!str` forces a string.
+fn resolve_scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Value {
+    let forced = tag.map(|t| (t.handle.as_str(), t.suffix.as_str()));
+    if matches!(forced, Some(("!!", "str")) | Some(("!", _))) || style != TScalarStyle::Plain {
+        return Value::Str(Zeroizing::new(text));
+    }
+    match text.as_str() {
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => return Value::Bool(true),
+        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return Value::Bool(false)
+        }
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        _ => {}
+    }
+    if text.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.')) {
+        let plain: String = text.chars().filter(|c| *c != '_').collect();
+        if let Some(i) = parse_go_int(&plain) {
+            return Value::Int(i);
+        }
+        if is_yaml_float(&plain) {
+            if let Ok(f) = plain.parse::<f64>() {
+                return Value::Float(f);
+            }
+        }
+    }
+    Value::Str(Zeroizing::new(text))
+}
+
+/// `strconv.ParseInt(s, 0, 64)` plus go-yaml's `0b` handling.
+fn parse_go_int(s: &str) -> Option<i64> {
+    let (negative, digits) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (radix, body) = if let Some(b) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        (16, b)
+    } else if let Some(b) = digits.strip_prefix("0b").or_else(|| digits.strip_prefix("0B")) {
+        (2, b)
+    } else if let Some(b) = digits.strip_prefix("0o").or_else(|| digits.strip_prefix("0O")) {
+        (8, b)
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        (8, &digits[1..])
+    } else {
+        (10, digits)
+    };
+    if body.is_empty() || !body.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let magnitude = i128::from_str_radix(body, radix).ok()?;
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
+}
+
+/// go-yaml's `^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$`.
+fn is_yaml_float(s: &str) -> bool {
+    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some(("", frac)) => digits(frac),
+        Some((int, frac)) => digits(int) && (frac.is_empty() || digits(frac)),
+        None => digits(mantissa),
+    };
+    let exponent_ok = exponent.is_none_or(|e| digits(e.strip_prefix(['-', '+']).unwrap_or(e)));
+    mantissa_ok && exponent_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar(s: &str) -> Value {
+        resolve_scalar(s.to_owned(), TScalarStyle::Plain, None)
+    }
+
+    #[test]
+    fn yaml11_scalars_resolve_like_go_yaml_v2() {
+        assert!(matches!(scalar("on"), Value::Bool(true)));
+        assert!(matches!(scalar("No"), Value::Bool(false)));
+        assert!(matches!(scalar("~"), Value::Null));
+        assert!(matches!(scalar("0x10"), Value::Int(16)));
+        assert!(matches!(scalar("010"), Value::Int(8)));
+        assert!(matches!(scalar("1_000"), Value::Int(1000)));
+        assert!(matches!(scalar("-5"), Value::Int(-5)));
+        assert!(matches!(scalar("1.5"), Value::Float(f) if f == 1.5));
+        assert!(matches!(scalar("1e3"), Value::Float(f) if f == 1000.0));
+        assert!(matches!(scalar("3s"), Value::Str(_)));
+        assert!(matches!(scalar("1.2.3"), Value::Str(_)));
+        assert!(matches!(resolve_scalar("123".into(), TScalarStyle::DoubleQuoted, None), Value::Str(_)));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_with_their_line() {
+        let doc = parse(b"a: 1\nb: 2\na: 3\n").unwrap();
+        assert_eq!(doc.duplicate_keys, vec![(3, "\"a\"".to_owned())]);
+        let root = doc.root.unwrap();
+        assert!(matches!(root.get("a").map(|n| &n.value), Some(Value::Int(3))));
+    }
+
+    #[test]
+    fn syntax_errors_carry_go_yaml_text() {
+        let err = parse(b"a:\n  - [x\n  b: c\n").err().unwrap();
+        assert!(err.message.starts_with("yaml: line "), "{}", err.message);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let deep = "[".repeat(100_000);
+        assert!(parse(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let prev = format!("*a{}", i - 1);
+            doc.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        assert!(parse(doc.as_bytes()).err().unwrap().message.contains("excessive aliasing"));
+    }
+}
