@@ -33,7 +33,7 @@ use crate::transformer::{ProviderKind, TransformError};
 const CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How the plaintext of `encryptedDEKSource` is turned into the data key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DekSourceType {
     /// `AES_GCM_KEY` (0): the DEK itself; written by kube-apiserver 1.27/1.28.
     AesGcmKey,
