@@ -27,3 +27,16 @@ impl EncryptionConfiguration {
         None
     }
 }
+
+impl EncryptionConfiguration {
+    /// Whether any entry (exact or wildcard) applies to `gr`; `false` means kube-apiserver stores it
+    /// with the stand-alone identity transformer.
+    pub fn covers(&self, gr: &GroupResource) -> bool {
+        self.providers_for(gr).is_some()
+    }
+
+    /// The provider that writes `gr` (the first of its list), if the config covers it.
+    pub fn write_provider_for(&self, gr: &GroupResource) -> Option<&ProviderConfiguration> {
+        self.providers_for(gr).and_then(|list| list.first().copied())
+    }
+}
