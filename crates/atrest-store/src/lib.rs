@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decode;
+pub mod etcd;
 pub mod keymap;
-
+pub mod report;
 pub mod snapshot;

@@ -1,0 +1,23 @@
+//! # atrest-testkit (dev-only)
+//!
+//! Real etcd servers for tests, started from the `etcd` binary on `PATH` (or `$ETCD_BIN`) on free
+//! loopback ports in temporary directories: single members, TLS with client certificates made by
+//! the test ([`tls`]), and three-member clusters whose members can be stopped, killed and restarted.
+//! Dropping a server kills its process. A missing etcd binary makes the test **fail** (panic) with
+//! a message saying how to install it — tests never silently skip.
+//!
+//! Also: the sample cluster (`testdata/clusters/sample`) and bulk loading of key/values.
+#![forbid(unsafe_code)]
+
+mod etcd;
+pub mod load;
+pub mod sample;
+pub mod tls;
+
+pub use etcd::{EtcdCluster, EtcdMember, EtcdServer};
+pub use tls::TlsFiles;
+
+/// The workspace root (for `testdata/`).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
