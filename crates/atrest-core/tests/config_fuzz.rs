@@ -20,17 +20,27 @@ resources:
 ";
 
 fn check(bytes: &[u8]) {
-    for opts in [LoadOptions::default(), LoadOptions { kms_v1_enabled: true, automatic_reload: true }] {
+    for opts in [
+        LoadOptions::default(),
+        LoadOptions {
+            kms_v1_enabled: true,
+            automatic_reload: true,
+        },
+    ] {
         if let Err(err) = load_bytes(bytes, "fuzz.yaml", &opts) {
             // Every failure keeps one of kube-apiserver's two outer forms and a non-empty detail.
             let shown = err.to_string();
             assert!(
-                shown.starts_with("error while parsing file: ") || shown.starts_with("error while building transformers: "),
+                shown.starts_with("error while parsing file: ")
+                    || shown.starts_with("error while building transformers: "),
                 "{shown}"
             );
             assert!(!err.problems().is_empty());
             if let Some(line) = err.line() {
-                assert!(line >= 1 && line <= bytes.len() + 1, "line {line} outside the input");
+                assert!(
+                    line >= 1 && line <= bytes.len() + 1,
+                    "line {line} outside the input"
+                );
             }
         }
     }

@@ -1,7 +1,9 @@
 //! Rules the shared vectors do not cover: every V/L rule's text and order, JSON input, line
 //! numbers, strict decoding, defaulting, V21 with automatic reload, and secrets never leaking.
 
-use atrest_core::config::{load_bytes, load_file, KmsApiVersion, LoadOptions, ProviderConfiguration, Stage};
+use atrest_core::config::{
+    load_bytes, load_file, KmsApiVersion, LoadOptions, ProviderConfiguration, Stage,
+};
 
 const HEADER: &str = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n";
 const KEY32: &str = "BuKuVRejav77hecScfFE/YbVYxgueQD2ecqofr2r1CQ=";
@@ -11,11 +13,17 @@ fn opts() -> LoadOptions {
 }
 
 fn with_gate() -> LoadOptions {
-    LoadOptions { kms_v1_enabled: true, ..LoadOptions::default() }
+    LoadOptions {
+        kms_v1_enabled: true,
+        ..LoadOptions::default()
+    }
 }
 
 fn with_reload() -> LoadOptions {
-    LoadOptions { automatic_reload: true, kms_v1_enabled: true }
+    LoadOptions {
+        automatic_reload: true,
+        kms_v1_enabled: true,
+    }
 }
 
 /// A config with `body` (the `resources:` list items) after the header.
@@ -35,11 +43,15 @@ fn parse_err(detail: &str) -> String {
 }
 
 fn resources(list: &str) -> String {
-    doc(&format!("  - resources: {list}\n    providers: [{{identity: {{}}}}]\n"))
+    doc(&format!(
+        "  - resources: {list}\n    providers: [{{identity: {{}}}}]\n"
+    ))
 }
 
 fn kms(fields: &str) -> String {
-    doc(&format!("  - resources: [secrets]\n    providers:\n      - kms: {{{fields}}}\n"))
+    doc(&format!(
+        "  - resources: [secrets]\n    providers:\n      - kms: {{{fields}}}\n"
+    ))
 }
 
 #[test]
@@ -63,7 +75,13 @@ fn v3_and_v4_follow_upstreams_pairwise_scan() {
         error(&resources("[secrets, secrets.]"), &opts()),
         parse_err("resources[0].resources: Invalid value: [\"secrets\",\"secrets.\"]: the same resource cannot be specified multiple times")
     );
-    assert_eq!(error(&resources("[secrets, configmaps, deployments.apps]"), &opts()), "ok");
+    assert_eq!(
+        error(
+            &resources("[secrets, configmaps, deployments.apps]"),
+            &opts()
+        ),
+        "ok"
+    );
 }
 
 #[test]
@@ -81,21 +99,35 @@ fn v5_to_v10_report_the_first_failing_check_per_string() {
     for (resource, detail) in cases {
         assert_eq!(
             error(&resources(&format!("['{resource}']")), &opts()),
-            parse_err(&format!("resources[0].resources[0]: Invalid value: \"{resource}\": {detail}")),
+            parse_err(&format!(
+                "resources[0].resources[0]: Invalid value: \"{resource}\": {detail}"
+            )),
             "{resource}"
         );
     }
     // Accepted: core events, the empty string, custom resources.
-    assert_eq!(error(&resources("[events, '', widgets.example.com]"), &opts()), "ok");
+    assert_eq!(
+        error(&resources("[events, '', widgets.example.com]"), &opts()),
+        "ok"
+    );
 }
 
 #[test]
 fn v12_null_identity_and_empty_element_name_no_provider() {
     let none = "provider does not contain any of the expected providers: KMS, AESGCM, AESCBC, Secretbox, Identity";
-    let shown = "{\"AESGCM\":null,\"AESCBC\":null,\"Secretbox\":null,\"Identity\":null,\"KMS\":null}";
+    let shown =
+        "{\"AESGCM\":null,\"AESCBC\":null,\"Secretbox\":null,\"Identity\":null,\"KMS\":null}";
     for element in ["identity:", "{}", "aescbc: null"] {
-        let yaml = doc(&format!("  - resources: [secrets]\n    providers:\n      - {element}\n"));
-        assert_eq!(error(&yaml, &opts()), parse_err(&format!("resources[0].providers[0]: Invalid value: {shown}: {none}")), "{element}");
+        let yaml = doc(&format!(
+            "  - resources: [secrets]\n    providers:\n      - {element}\n"
+        ));
+        assert_eq!(
+            error(&yaml, &opts()),
+            parse_err(&format!(
+                "resources[0].providers[0]: Invalid value: {shown}: {none}"
+            )),
+            "{element}"
+        );
     }
 }
 
@@ -122,14 +154,22 @@ fn v17_accepts_what_gos_std_encoding_accepts() {
     // Non-zero trailing bits are fine for Go's (non-strict) StdEncoding; missing padding is not.
     let trailing_bits = "BuKuVRejav77hecScfFE/YbVYxgueQD2ecqofr2r1CR=";
     let unpadded = "BuKuVRejav77hecScfFE/YbVYxgueQD2ecqofr2r1CQ";
-    let with = |secret: &str| doc(&format!("  - resources: [secrets]\n    providers:\n      - secretbox: {{keys: [{{name: k, secret: '{secret}'}}]}}\n"));
+    let with = |secret: &str| {
+        doc(&format!("  - resources: [secrets]\n    providers:\n      - secretbox: {{keys: [{{name: k, secret: '{secret}'}}]}}\n"))
+    };
     assert_eq!(error(&with(trailing_bits), &opts()), "ok");
     assert!(error(&with(unpadded), &opts()).ends_with("secrets must be base64 encoded"));
 }
 
 #[test]
 fn v20_colons_are_allowed_in_v1_names_only() {
-    assert_eq!(error(&kms("name: 'a:b', endpoint: 'unix:///k.sock'"), &with_gate()), "ok");
+    assert_eq!(
+        error(
+            &kms("name: 'a:b', endpoint: 'unix:///k.sock'"),
+            &with_gate()
+        ),
+        "ok"
+    );
 }
 
 #[test]
@@ -146,7 +186,10 @@ fn v21_duplicate_kms_names_depend_on_version_and_reload() {
     // A v1 provider may reuse an earlier v2 name without reload, never the other way round.
     assert_eq!(error(&two("apiVersion: v2, ", ""), &with_gate()), "ok");
     assert_eq!(error(&two("", "apiVersion: v2, "), &with_gate()), dup);
-    assert_eq!(error(&two("apiVersion: v2, ", "apiVersion: v2, "), &opts()), dup);
+    assert_eq!(
+        error(&two("apiVersion: v2, ", "apiVersion: v2, "), &opts()),
+        dup
+    );
 }
 
 #[test]
@@ -186,7 +229,13 @@ fn defaults_fill_kms_timeout_api_version_and_v1_cache() {
             _ => panic!("not kms"),
         })
         .collect();
-    assert_eq!(kms, vec![(KmsApiVersion::V1, Some(1000), 3), (KmsApiVersion::V2, None, 90)]);
+    assert_eq!(
+        kms,
+        vec![
+            (KmsApiVersion::V1, Some(1000), 3),
+            (KmsApiVersion::V2, None, 90)
+        ]
+    );
 }
 
 #[test]
@@ -196,10 +245,20 @@ fn l1_wildcards_mask_later_entries_and_exact_repeats_do_not() {
             "  - resources: [{first}]\n    providers: [{{identity: {{}}}}]\n  - resources: [{second}]\n    providers: [{{identity: {{}}}}]\n"
         ))
     };
-    let build = |r: &str, w: &str| format!("error while building transformers: resource \"{r}\" is masked by earlier rule \"{w}\"");
-    assert_eq!(error(&two("'*.'", "secrets"), &opts()), build("secrets", "*."));
+    let build = |r: &str, w: &str| {
+        format!(
+            "error while building transformers: resource \"{r}\" is masked by earlier rule \"{w}\""
+        )
+    };
+    assert_eq!(
+        error(&two("'*.'", "secrets"), &opts()),
+        build("secrets", "*.")
+    );
     assert_eq!(error(&two("'*.*'", "'*.*'"), &opts()), build("*.*", "*.*"));
-    assert_eq!(error(&two("'*.apps'", "'*.apps'"), &opts()), build("*.apps", "*.apps"));
+    assert_eq!(
+        error(&two("'*.apps'", "'*.apps'"), &opts()),
+        build("*.apps", "*.apps")
+    );
     assert_eq!(error(&two("'*.*'", "'*.'"), &opts()), build("*.", "*.*"));
     assert_eq!(error(&two("secrets", "secrets"), &opts()), "ok");
     assert_eq!(error(&two("secrets", "'*.'"), &opts()), "ok");
@@ -209,11 +268,17 @@ fn l1_wildcards_mask_later_entries_and_exact_repeats_do_not() {
 #[test]
 fn l2_is_checked_before_masking_and_after_validation() {
     let gated = doc("  - resources: ['*.*']\n    providers: [{identity: {}}]\n  - resources: [secrets]\n    providers:\n      - kms: {name: k, endpoint: 'unix:///a.sock'}\n");
-    assert!(error(&gated, &opts()).starts_with("error while building transformers: KMSv1 is deprecated"));
-    assert_eq!(error(&gated, &with_gate()), "error while building transformers: resource \"secrets\" is masked by earlier rule \"*.*\"");
+    assert!(error(&gated, &opts())
+        .starts_with("error while building transformers: KMSv1 is deprecated"));
+    assert_eq!(
+        error(&gated, &with_gate()),
+        "error while building transformers: resource \"secrets\" is masked by earlier rule \"*.*\""
+    );
     // A validation error wins over any building error.
     let invalid = doc("  - resources: ['*.*']\n    providers: [{identity: {}}]\n  - resources: [Secrets]\n    providers: [{identity: {}}]\n");
-    assert!(error(&invalid, &opts()).starts_with("error while parsing file: resources[1].resources[0]"));
+    assert!(
+        error(&invalid, &opts()).starts_with("error while parsing file: resources[1].resources[0]")
+    );
 }
 
 #[test]
@@ -226,7 +291,12 @@ fn legacy_type_pair_loads_and_other_pairs_do_not() {
         parse_err("error decoding encryption provider configuration file \"c.yaml\": no kind \"EncryptionConfiguration\" is registered for version \"v1\" in scheme \"pkg/runtime/scheme.go:111\"")
     );
     let admission = "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\n";
-    assert_eq!(error(admission, &opts()), parse_err("got unexpected config type: apiserver.config.k8s.io/v1, Kind=AdmissionConfiguration"));
+    assert_eq!(
+        error(admission, &opts()),
+        parse_err(
+            "got unexpected config type: apiserver.config.k8s.io/v1, Kind=AdmissionConfiguration"
+        )
+    );
     let no_version = "kind: EncryptionConfiguration\n";
     assert_eq!(
         error(no_version, &opts()),
@@ -260,7 +330,10 @@ fn strict_decoding_reports_unknown_fields_and_type_errors() {
 fn json_input_is_decoded_strictly_too() {
     let good = format!("{{\"apiVersion\":\"apiserver.config.k8s.io/v1\",\"kind\":\"EncryptionConfiguration\",\"resources\":[{{\"resources\":[\"secrets\"],\"providers\":[{{\"aesgcm\":{{\"keys\":[{{\"name\":\"k\",\"secret\":\"{KEY32}\"}}]}}}},{{\"identity\":{{}}}}]}}]}}");
     let config = load_bytes(good.as_bytes(), "c.json", &opts()).unwrap();
-    assert!(matches!(config.resources[0].providers[0], ProviderConfiguration::AesGcm(_)));
+    assert!(matches!(
+        config.resources[0].providers[0],
+        ProviderConfiguration::AesGcm(_)
+    ));
 
     let duplicated = "{\"apiVersion\":\"apiserver.config.k8s.io/v1\",\"kind\":\"EncryptionConfiguration\",\"resources\":[{\"resources\":[\"secrets\"],\"resources\":[\"configmaps\"],\"providers\":[{\"identity\":{}}],\"x\":1}]}";
     assert_eq!(
@@ -282,11 +355,16 @@ fn yaml_errors_carry_the_line_of_the_problem() {
     let err = load_bytes(yaml.as_bytes(), "c.yaml", &opts()).unwrap_err();
     assert_eq!(err.line(), Some(11));
     let problems = err.problems();
-    assert_eq!(problems[0].field.as_deref(), Some("resources[0].providers[0].aescbc.keys[1].secret"));
+    assert_eq!(
+        problems[0].field.as_deref(),
+        Some("resources[0].providers[0].aescbc.keys[1].secret")
+    );
 
     let dup = format!("{HEADER}resources:\n  - resources: [secrets]\n    providers: [{{identity: {{}}}}]\n    providers: [{{identity: {{}}}}]\n");
     let err = load_bytes(dup.as_bytes(), "c.yaml", &opts()).unwrap_err();
-    assert!(err.to_string().ends_with("yaml: unmarshal errors:\n  line 6: key \"providers\" already set in map"));
+    assert!(err
+        .to_string()
+        .ends_with("yaml: unmarshal errors:\n  line 6: key \"providers\" already set in map"));
     assert_eq!(err.line(), Some(6));
 
     let masked = doc("  - resources: ['*.*']\n    providers: [{identity: {}}]\n  - resources:\n      - secrets\n    providers: [{identity: {}}]\n");
@@ -322,6 +400,12 @@ fn file_errors_name_the_path_and_hash_covers_raw_bytes() {
     let a = load_bytes(base.as_bytes(), "a", &opts()).unwrap();
     let b = load_bytes(with_comment.as_bytes(), "b", &opts()).unwrap();
     use sha2::Digest as _;
-    assert_eq!(a.content_hash, format!("sha256:{}", hex::encode(sha2::Sha256::digest(base.as_bytes()))));
+    assert_eq!(
+        a.content_hash,
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(base.as_bytes()))
+        )
+    );
     assert_ne!(a.content_hash, b.content_hash);
 }

@@ -41,10 +41,16 @@ fn deviation(name: &str) -> Option<(&'static str, &'static str)> {
 fn every_recorded_config_verdict_matches() {
     let dir = vectors().join("configs");
     let mut checked = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     let mut failures = Vec::new();
-    for yaml in entries.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+    for yaml in entries
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+    {
         let name = yaml.file_stem().unwrap().to_str().unwrap();
         let expected = std::fs::read_to_string(yaml.with_extension("expected")).unwrap();
         let expected = expected.strip_suffix('\n').unwrap_or(&expected);
@@ -56,15 +62,26 @@ fn every_recorded_config_verdict_matches() {
             Err(err) => err.to_string(),
         };
         let matches = match deviation(name) {
-            Some((head, tail)) => got.starts_with(head) && got.ends_with(tail) && got.contains("\"Secret\":\"REDACTED\""),
+            Some((head, tail)) => {
+                got.starts_with(head)
+                    && got.ends_with(tail)
+                    && got.contains("\"Secret\":\"REDACTED\"")
+            }
             None => got == expected,
         };
         if !matches {
-            failures.push(format!("{name}:\n  expected: {expected}\n  got:      {got}"));
+            failures.push(format!(
+                "{name}:\n  expected: {expected}\n  got:      {got}"
+            ));
         }
         checked += 1;
     }
-    assert!(failures.is_empty(), "{} of {checked} differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(checked >= 50, "only {checked} configs found");
 }
 
@@ -79,16 +96,26 @@ fn every_config_the_vectors_were_made_with_loads() {
         }
         for line in std::fs::read_to_string(&path).unwrap().lines() {
             let record: serde_json::Value = serde_json::from_str(line).unwrap();
-            let Some(config) = record["config"].as_str() else { continue };
+            let Some(config) = record["config"].as_str() else {
+                continue;
+            };
             let flags: Vec<String> = record["apiserver_flags"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             let opts = options_from_flags(&flags.join(" "));
             let result = load_file(&dir.join(config), &opts);
             if record["config_load_error"].as_bool() == Some(true) {
                 let err = result.expect_err(config);
-                assert_eq!(Some(err.to_string().as_str()), record["error"].as_str(), "{config}");
+                assert_eq!(
+                    Some(err.to_string().as_str()),
+                    record["error"].as_str(),
+                    "{config}"
+                );
             } else {
                 result.unwrap_or_else(|e| panic!("{config} with {flags:?}: {e}"));
             }

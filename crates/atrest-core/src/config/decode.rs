@@ -26,7 +26,13 @@ const OTHER_KINDS_V1: &[&str] = &[
     "PatchOptions",
 ];
 /// meta/v1 kinds registered for every version.
-const UNVERSIONED_KINDS: &[&str] = &["Status", "APIVersions", "APIGroupList", "APIGroup", "APIResourceList"];
+const UNVERSIONED_KINDS: &[&str] = &[
+    "Status",
+    "APIVersions",
+    "APIGroupList",
+    "APIGroup",
+    "APIResourceList",
+];
 const FIND_KIND_TYPE: &str =
     "struct { APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }";
 
@@ -40,7 +46,10 @@ pub(crate) struct DecodeError {
 
 impl DecodeError {
     fn decoding(message: String, line: Option<usize>) -> Self {
-        Self { problem: Problem::new(message).at_line(line), unexpected_type: false }
+        Self {
+            problem: Problem::new(message).at_line(line),
+            unexpected_type: false,
+        }
     }
 }
 
@@ -48,7 +57,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RawConfig, DecodeError> {
     let is_json = json::looks_like_json(bytes);
     let (root, duplicate_keys) = if is_json {
         let root = json::parse(bytes).map_err(|e| {
-            DecodeError::decoding(format!("couldn't get version/kind; json parse error: {e}"), None)
+            DecodeError::decoding(
+                format!("couldn't get version/kind; json parse error: {e}"),
+                None,
+            )
         })?;
         (Some(root), Vec::new())
     } else {
@@ -58,7 +70,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RawConfig, DecodeError> {
 
     check_type(root.as_ref(), bytes)?;
 
-    let mut decoder = Decoder { check_duplicates: is_json, ..Decoder::default() };
+    let mut decoder = Decoder {
+        check_duplicates: is_json,
+        ..Decoder::default()
+    };
     let mut config = RawConfig::default();
     if let Some(root) = &root {
         decoder.config(root, &mut config);
@@ -70,8 +85,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RawConfig, DecodeError> {
     let mut strict: Vec<String> = Vec::new();
     let mut first_line = None;
     if !duplicate_keys.is_empty() {
-        let lines: Vec<String> =
-            duplicate_keys.iter().map(|(line, key)| format!("  line {line}: key {key} already set in map")).collect();
+        let lines: Vec<String> = duplicate_keys
+            .iter()
+            .map(|(line, key)| format!("  line {line}: key {key} already set in map"))
+            .collect();
         strict.push(format!("yaml: unmarshal errors:\n{}", lines.join("\n")));
         first_line = duplicate_keys.first().map(|(line, _)| *line);
     }
@@ -80,7 +97,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RawConfig, DecodeError> {
         first_line = first_line.or(*line);
     }
     if !strict.is_empty() {
-        return Err(DecodeError::decoding(format!("strict decoding error: {}", strict.join(", ")), first_line));
+        return Err(DecodeError::decoding(
+            format!("strict decoding error: {}", strict.join(", ")),
+            first_line,
+        ));
     }
     Ok(config)
 }
@@ -116,10 +136,16 @@ fn check_type(root: Option<&Node>, bytes: &[u8]) -> Result<(), DecodeError> {
     if version.is_empty() {
         return fail(format!("Object 'apiVersion' is missing in '{original}'"));
     }
-    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     match (group, version, kind.as_str()) {
         (GROUP, "v1", "EncryptionConfiguration") | ("", "v1", "EncryptionConfig") => Ok(()),
-        (GROUP, "v1", other) if OTHER_KINDS_V1.contains(&other) => unexpected(group, version, other),
+        (GROUP, "v1", other) if OTHER_KINDS_V1.contains(&other) => {
+            unexpected(group, version, other)
+        }
         (_, _, other) if UNVERSIONED_KINDS.contains(&other) => unexpected(group, version, other),
         _ => fail(format!(
             "no kind {} is registered for version {} in scheme {}",
@@ -132,18 +158,21 @@ fn check_type(root: Option<&Node>, bytes: &[u8]) -> Result<(), DecodeError> {
 
 fn unexpected(group: &str, version: &str, kind: &str) -> Result<(), DecodeError> {
     Err(DecodeError {
-        problem: Problem::new(format!("got unexpected config type: {group}/{version}, Kind={kind}")),
+        problem: Problem::new(format!(
+            "got unexpected config type: {group}/{version}, Kind={kind}"
+        )),
         unexpected_type: true,
     })
 }
 
 /// `encoding/json` (case-insensitive) lookup of a TypeMeta string field.
 fn type_meta_field(entries: &[Entry], name: &str) -> Result<String, DecodeError> {
-    let found = entries
-        .iter()
-        .rev()
-        .find(|e| e.key == name)
-        .or_else(|| entries.iter().rev().find(|e| e.key.eq_ignore_ascii_case(name)));
+    let found = entries.iter().rev().find(|e| e.key == name).or_else(|| {
+        entries
+            .iter()
+            .rev()
+            .find(|e| e.key.eq_ignore_ascii_case(name))
+    });
     match found.map(|e| &e.value.value) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::Str(s)) => Ok(s.to_string()),
@@ -185,14 +214,26 @@ struct Place {
 impl Place {
     fn child(&self, go_struct: &'static str, key: &str) -> Place {
         Place {
-            path: if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) },
-            dotted: if self.dotted.is_empty() { key.to_owned() } else { format!("{}.{key}", self.dotted) },
+            path: if self.path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{}.{key}", self.path)
+            },
+            dotted: if self.dotted.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{}.{key}", self.dotted)
+            },
             go_struct,
         }
     }
 
     fn index(&self, i: usize) -> Place {
-        Place { path: format!("{}[{i}]", self.path), dotted: self.dotted.clone(), go_struct: self.go_struct }
+        Place {
+            path: format!("{}[{i}]", self.path),
+            dotted: self.dotted.clone(),
+            go_struct: self.go_struct,
+        }
     }
 }
 
@@ -206,17 +247,26 @@ impl Decoder {
     fn type_error(&mut self, node: &Node, place: &Place, go_type: &str) {
         if self.fatal.is_none() {
             let message = if place.dotted.is_empty() {
-                format!("json: cannot unmarshal {} into Go value of type {go_type}", node.json_kind())
+                format!(
+                    "json: cannot unmarshal {} into Go value of type {go_type}",
+                    node.json_kind()
+                )
             } else {
                 // Only numeric targets name the offending number (`number 1.5`).
-                let found = if go_type == "int32" { number_detail(node) } else { node.json_kind().to_owned() };
+                let found = if go_type == "int32" {
+                    number_detail(node)
+                } else {
+                    node.json_kind().to_owned()
+                };
                 format!(
                     "json: cannot unmarshal {found} into Go struct field {}.{} of type {go_type}",
-                    place.go_struct,
-                    place.dotted
+                    place.go_struct, place.dotted
                 )
             };
-            self.fatal = Some(Located { message, line: node.line });
+            self.fatal = Some(Located {
+                message,
+                line: node.line,
+            });
         }
     }
 
@@ -240,13 +290,23 @@ impl Decoder {
             if self.aborted {
                 return;
             }
-            let field_path = if place.path.is_empty() { entry.key.clone() } else { format!("{}.{}", place.path, entry.key) };
+            let field_path = if place.path.is_empty() {
+                entry.key.clone()
+            } else {
+                format!("{}.{}", place.path, entry.key)
+            };
             if !known.contains(&entry.key.as_str()) {
-                self.strict.push((format!("unknown field {}", quote(&field_path)), entry.key_line));
+                self.strict.push((
+                    format!("unknown field {}", quote(&field_path)),
+                    entry.key_line,
+                ));
                 continue;
             }
             if self.check_duplicates && seen.contains(&entry.key.as_str()) {
-                self.strict.push((format!("duplicate field {}", quote(&field_path)), entry.key_line));
+                self.strict.push((
+                    format!("duplicate field {}", quote(&field_path)),
+                    entry.key_line,
+                ));
             }
             seen.push(&entry.key);
             visit(self, &entry.key, &entry.value, entry.key_line);
@@ -276,80 +336,132 @@ impl Decoder {
     }
 
     fn config(&mut self, root: &Node, out: &mut RawConfig) {
-        let top = Place { path: String::new(), dotted: String::new(), go_struct: "EncryptionConfiguration" };
-        self.object(root, &top, "v1.EncryptionConfiguration", &["apiVersion", "kind", "resources"], |d, key, value, line| {
-            if key == "resources" {
-                let place = top.child("EncryptionConfiguration", "resources");
-                d.record_line(&place, line);
-                out.resources = d
-                    .list(value, &place, "[]v1.ResourceConfiguration")
-                    .map(|items| {
-                        items
-                            .iter()
-                            .enumerate()
-                            .map(|(i, item)| {
-                                let place = place.index(i);
-                                d.record_line(&place, item.line);
-                                d.resource(item, &place)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-            }
-        });
+        let top = Place {
+            path: String::new(),
+            dotted: String::new(),
+            go_struct: "EncryptionConfiguration",
+        };
+        self.object(
+            root,
+            &top,
+            "v1.EncryptionConfiguration",
+            &["apiVersion", "kind", "resources"],
+            |d, key, value, line| {
+                if key == "resources" {
+                    let place = top.child("EncryptionConfiguration", "resources");
+                    d.record_line(&place, line);
+                    out.resources = d
+                        .list(value, &place, "[]v1.ResourceConfiguration")
+                        .map(|items| {
+                            items
+                                .iter()
+                                .enumerate()
+                                .map(|(i, item)| {
+                                    let place = place.index(i);
+                                    d.record_line(&place, item.line);
+                                    d.resource(item, &place)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                }
+            },
+        );
     }
 
     fn resource(&mut self, node: &Node, place: &Place) -> RawResource {
         let mut out = RawResource::default();
-        self.object(node, place, "v1.ResourceConfiguration", &["resources", "providers"], |d, key, value, line| {
-            let field = place.child("ResourceConfiguration", key);
-            d.record_line(&field, line);
-            let Some(items) = d.list(value, &field, if key == "resources" { "[]string" } else { "[]v1.ProviderConfiguration" })
-            else {
-                return;
-            };
-            for (i, item) in items.iter().enumerate() {
-                let at = field.index(i);
-                d.record_line(&at, item.line);
-                if key == "resources" {
-                    let s = d.string(item, &at);
-                    out.resources.push(s);
-                } else {
-                    let p = d.provider(item, &at);
-                    out.providers.push(p);
+        self.object(
+            node,
+            place,
+            "v1.ResourceConfiguration",
+            &["resources", "providers"],
+            |d, key, value, line| {
+                let field = place.child("ResourceConfiguration", key);
+                d.record_line(&field, line);
+                let Some(items) = d.list(
+                    value,
+                    &field,
+                    if key == "resources" {
+                        "[]string"
+                    } else {
+                        "[]v1.ProviderConfiguration"
+                    },
+                ) else {
+                    return;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let at = field.index(i);
+                    d.record_line(&at, item.line);
+                    if key == "resources" {
+                        let s = d.string(item, &at);
+                        out.resources.push(s);
+                    } else {
+                        let p = d.provider(item, &at);
+                        out.providers.push(p);
+                    }
                 }
-            }
-        });
+            },
+        );
         out
     }
 
     fn provider(&mut self, node: &Node, place: &Place) -> RawProvider {
         let mut out = RawProvider::default();
         let known = ["aesgcm", "aescbc", "secretbox", "identity", "kms"];
-        self.object(node, place, "v1.ProviderConfiguration", &known, |d, key, value, line| {
-            let field = place.child("ProviderConfiguration", key);
-            d.record_line(&field, line);
-            // A null provider field stays unset (Go: nil pointer).
-            if matches!(value.value, Value::Null) {
-                return;
-            }
-            match key {
-                "aesgcm" => out.aesgcm = Some(d.keys(value, &field, "v1.AESConfiguration", "AESConfiguration")),
-                "aescbc" => out.aescbc = Some(d.keys(value, &field, "v1.AESConfiguration", "AESConfiguration")),
-                "secretbox" => {
-                    out.secretbox = Some(d.keys(value, &field, "v1.SecretboxConfiguration", "SecretboxConfiguration"))
+        self.object(
+            node,
+            place,
+            "v1.ProviderConfiguration",
+            &known,
+            |d, key, value, line| {
+                let field = place.child("ProviderConfiguration", key);
+                d.record_line(&field, line);
+                // A null provider field stays unset (Go: nil pointer).
+                if matches!(value.value, Value::Null) {
+                    return;
                 }
-                "identity" => {
-                    d.object(value, &field, "v1.IdentityConfiguration", &[], |_, _, _, _| {});
-                    out.identity = Some(());
+                match key {
+                    "aesgcm" => {
+                        out.aesgcm =
+                            Some(d.keys(value, &field, "v1.AESConfiguration", "AESConfiguration"))
+                    }
+                    "aescbc" => {
+                        out.aescbc =
+                            Some(d.keys(value, &field, "v1.AESConfiguration", "AESConfiguration"))
+                    }
+                    "secretbox" => {
+                        out.secretbox = Some(d.keys(
+                            value,
+                            &field,
+                            "v1.SecretboxConfiguration",
+                            "SecretboxConfiguration",
+                        ))
+                    }
+                    "identity" => {
+                        d.object(
+                            value,
+                            &field,
+                            "v1.IdentityConfiguration",
+                            &[],
+                            |_, _, _, _| {},
+                        );
+                        out.identity = Some(());
+                    }
+                    _ => out.kms = Some(d.kms(value, &field)),
                 }
-                _ => out.kms = Some(d.kms(value, &field)),
-            }
-        });
+            },
+        );
         out
     }
 
-    fn keys(&mut self, node: &Node, place: &Place, go_type: &str, go_struct: &'static str) -> RawKeys {
+    fn keys(
+        &mut self,
+        node: &Node,
+        place: &Place,
+        go_type: &str,
+        go_struct: &'static str,
+    ) -> RawKeys {
         let mut out = RawKeys::default();
         self.object(node, place, go_type, &["keys"], |d, _, value, line| {
             let field = place.child(go_struct, "keys");
@@ -371,33 +483,45 @@ impl Decoder {
 
     fn key(&mut self, node: &Node, place: &Place) -> RawKey {
         let mut out = RawKey::default();
-        self.object(node, place, "v1.Key", &["name", "secret"], |d, key, value, line| {
-            let field = place.child("Key", key);
-            d.record_line(&field, line);
-            let text = d.string(value, &field);
-            if key == "name" {
-                out.name = text;
-            } else {
-                out.secret = Zeroizing::new(text);
-            }
-        });
+        self.object(
+            node,
+            place,
+            "v1.Key",
+            &["name", "secret"],
+            |d, key, value, line| {
+                let field = place.child("Key", key);
+                d.record_line(&field, line);
+                let text = d.string(value, &field);
+                if key == "name" {
+                    out.name = text;
+                } else {
+                    out.secret = Zeroizing::new(text);
+                }
+            },
+        );
         out
     }
 
     fn kms(&mut self, node: &Node, place: &Place) -> RawKms {
         let mut out = RawKms::default();
         let known = ["apiVersion", "name", "cachesize", "endpoint", "timeout"];
-        self.object(node, place, "v1.KMSConfiguration", &known, |d, key, value, line| {
-            let field = place.child("KMSConfiguration", key);
-            d.record_line(&field, line);
-            match key {
-                "apiVersion" => out.api_version = d.string(value, &field),
-                "name" => out.name = d.string(value, &field),
-                "endpoint" => out.endpoint = d.string(value, &field),
-                "cachesize" => out.cachesize = d.int32(value, &field),
-                _ => out.timeout = d.duration(value),
-            }
-        });
+        self.object(
+            node,
+            place,
+            "v1.KMSConfiguration",
+            &known,
+            |d, key, value, line| {
+                let field = place.child("KMSConfiguration", key);
+                d.record_line(&field, line);
+                match key {
+                    "apiVersion" => out.api_version = d.string(value, &field),
+                    "name" => out.name = d.string(value, &field),
+                    "endpoint" => out.endpoint = d.string(value, &field),
+                    "cachesize" => out.cachesize = d.int32(value, &field),
+                    _ => out.timeout = d.duration(value),
+                }
+            },
+        );
         out
     }
 
@@ -406,7 +530,11 @@ impl Decoder {
             Value::Null => return None,
             Value::Int(i) => i32::try_from(i).ok(),
             // A YAML float reaches Go's JSON decoder as its shortest text, so 100.0 becomes "100".
-            Value::Float(f) if f.fract() == 0.0 && f >= f64::from(i32::MIN) && f <= f64::from(i32::MAX) => Some(f as i32),
+            Value::Float(f)
+                if f.fract() == 0.0 && f >= f64::from(i32::MIN) && f <= f64::from(i32::MAX) =>
+            {
+                Some(f as i32)
+            }
             _ => None,
         };
         if whole.is_none() {
@@ -421,7 +549,13 @@ impl Decoder {
             Value::Null => return None,
             Value::Str(s) => s.to_string(),
             _ => {
-                self.abort(format!("json: cannot unmarshal {} into Go value of type string", node.json_kind()), node.line);
+                self.abort(
+                    format!(
+                        "json: cannot unmarshal {} into Go value of type string",
+                        node.json_kind()
+                    ),
+                    node.line,
+                );
                 return None;
             }
         };

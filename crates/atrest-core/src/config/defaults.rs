@@ -9,7 +9,11 @@ pub(crate) const DEFAULT_KMS_TIMEOUT_NANOS: i64 = 3_000_000_000;
 pub(crate) const DEFAULT_KMS_V1_CACHE_SIZE: i32 = 1000;
 
 pub(crate) fn apply(config: &mut RawConfig) {
-    let all_kms = config.resources.iter_mut().flat_map(|r| r.providers.iter_mut()).filter_map(|p| p.kms.as_mut());
+    let all_kms = config
+        .resources
+        .iter_mut()
+        .flat_map(|r| r.providers.iter_mut())
+        .filter_map(|p| p.kms.as_mut());
     for kms in all_kms {
         if kms.timeout.is_none() {
             kms.timeout = Some(DEFAULT_KMS_TIMEOUT_NANOS);

@@ -10,7 +10,8 @@ pub(crate) fn parse_scheme(raw: &str) -> Result<String, String> {
         None => (raw, None),
     };
     let wrap = |subject: &str, reason: String| format!("parse {}: {reason}", quote(subject));
-    let scheme = parse_without_fragment(before_fragment).map_err(|reason| wrap(before_fragment, reason))?;
+    let scheme =
+        parse_without_fragment(before_fragment).map_err(|reason| wrap(before_fragment, reason))?;
     if let Some(fragment) = fragment {
         check_escapes(fragment).map_err(|reason| wrap(raw, reason))?;
     }
@@ -85,9 +86,13 @@ fn check_authority(authority: &str) -> Result<(), String> {
         check_port(&host[i..])?;
     }
     for c in host.chars() {
-        let allowed = c.is_ascii_alphanumeric() || !c.is_ascii() || "!$&'()*+,;=:[]<>\"-_.~%".contains(c);
+        let allowed =
+            c.is_ascii_alphanumeric() || !c.is_ascii() || "!$&'()*+,;=:[]<>\"-_.~%".contains(c);
         if !allowed {
-            return Err(format!("invalid character {} in host name", quote(&c.to_string())));
+            return Err(format!(
+                "invalid character {} in host name",
+                quote(&c.to_string())
+            ));
         }
     }
     check_escapes(host)
@@ -110,7 +115,8 @@ fn check_escapes(s: &str) -> Result<(), String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let ok = bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            let ok = bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
             if !ok {
                 let end = (i + 3).min(bytes.len());
                 let shown = String::from_utf8_lossy(&bytes[i..end]);
@@ -143,13 +149,25 @@ mod tests {
             parse_scheme("unix:///a\u{1}").unwrap_err(),
             "parse \"unix:///a\\x01\": net/url: invalid control character in URL"
         );
-        assert_eq!(parse_scheme(":x").unwrap_err(), "parse \":x\": missing protocol scheme");
-        assert_eq!(parse_scheme("unix:///a%zz").unwrap_err(), "parse \"unix:///a%zz\": invalid URL escape \"%zz\"");
-        assert_eq!(parse_scheme("tcp://h:x1/").unwrap_err(), "parse \"tcp://h:x1/\": invalid port \":x1\" after host");
+        assert_eq!(
+            parse_scheme(":x").unwrap_err(),
+            "parse \":x\": missing protocol scheme"
+        );
+        assert_eq!(
+            parse_scheme("unix:///a%zz").unwrap_err(),
+            "parse \"unix:///a%zz\": invalid URL escape \"%zz\""
+        );
+        assert_eq!(
+            parse_scheme("tcp://h:x1/").unwrap_err(),
+            "parse \"tcp://h:x1/\": invalid port \":x1\" after host"
+        );
         assert_eq!(
             parse_scheme("1a:b").unwrap_err(),
             "parse \"1a:b\": first path segment in URL cannot contain colon"
         );
-        assert_eq!(parse_scheme("tcp://a b/").unwrap_err(), "parse \"tcp://a b/\": invalid character \" \" in host name");
+        assert_eq!(
+            parse_scheme("tcp://a b/").unwrap_err(),
+            "parse \"tcp://a b/\": invalid character \" \" in host name"
+        );
     }
 }

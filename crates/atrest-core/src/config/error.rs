@@ -40,7 +40,11 @@ pub struct Problem {
 
 impl Problem {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), field: None, line: None }
+        Self {
+            message: message.into(),
+            field: None,
+            line: None,
+        }
     }
 
     pub(crate) fn at_line(mut self, line: Option<usize>) -> Self {
@@ -58,11 +62,17 @@ pub struct Rejection {
 
 impl Rejection {
     pub(crate) fn parse(problems: Vec<Problem>) -> Self {
-        Self { stage: Stage::Parse, problems }
+        Self {
+            stage: Stage::Parse,
+            problems,
+        }
     }
 
     pub(crate) fn build(problem: Problem) -> Self {
-        Self { stage: Stage::Build, problems: vec![problem] }
+        Self {
+            stage: Stage::Build,
+            problems: vec![problem],
+        }
     }
 
     /// The inner message, aggregated like Go's `utilerrors.NewAggregate`: one error alone, several
@@ -124,7 +134,11 @@ mod tests {
     fn aggregates_like_go() {
         let one = Rejection::parse(vec![Problem::new("a")]);
         assert_eq!(one.to_string(), "error while parsing file: a");
-        let two = Rejection::parse(vec![Problem::new("a"), Problem::new("b"), Problem::new("a")]);
+        let two = Rejection::parse(vec![
+            Problem::new("a"),
+            Problem::new("b"),
+            Problem::new("a"),
+        ]);
         assert_eq!(two.to_string(), "error while parsing file: [a, b]");
         let same = Rejection::parse(vec![Problem::new("a"), Problem::new("a")]);
         assert_eq!(same.to_string(), "error while parsing file: a");

@@ -59,7 +59,12 @@ mod tests {
     #[test]
     fn rejects_malformed_values() {
         let mut gates = FeatureGates::default();
-        assert_eq!(parse_feature_gates("KMSv1", &mut gates).unwrap_err(), "missing bool value for KMSv1");
-        assert!(parse_feature_gates("KMSv1=maybe", &mut gates).unwrap_err().contains("invalid syntax"));
+        assert_eq!(
+            parse_feature_gates("KMSv1", &mut gates).unwrap_err(),
+            "missing bool value for KMSv1"
+        );
+        assert!(parse_feature_gates("KMSv1=maybe", &mut gates)
+            .unwrap_err()
+            .contains("invalid syntax"));
     }
 }

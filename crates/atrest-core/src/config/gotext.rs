@@ -39,7 +39,9 @@ fn is_go_printable(c: char) -> bool {
     if c == ' ' {
         return true;
     }
-    !(c.is_control() || c.is_whitespace() || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'))
+    !(c.is_control()
+        || c.is_whitespace()
+        || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'))
 }
 
 /// `encoding/json` string encoding (with Go's HTML-safe escaping of `<`, `>`, `&`).
@@ -117,11 +119,16 @@ pub(crate) fn parse_duration(input: &str) -> Result<i64, DurationError> {
         } else if int_part.is_empty() {
             return Err(invalid());
         }
-        let unit_len = s.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(s.len());
+        let unit_len = s
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(s.len());
         let (unit, rest) = s.split_at(unit_len);
         s = rest;
         if unit.is_empty() {
-            return Err(DurationError(format!("time: missing unit in duration {}", quote(input))));
+            return Err(DurationError(format!(
+                "time: missing unit in duration {}",
+                quote(input)
+            )));
         }
         let scale: u128 = match unit {
             "ns" => 1,
@@ -144,7 +151,10 @@ pub(crate) fn parse_duration(input: &str) -> Result<i64, DurationError> {
         } else {
             int_part.parse::<u128>().map_err(|_| invalid())?
         };
-        let mut value = whole.checked_mul(scale).filter(|v| *v <= limit).ok_or_else(invalid)?;
+        let mut value = whole
+            .checked_mul(scale)
+            .filter(|v| *v <= limit)
+            .ok_or_else(invalid)?;
         // Fractions are truncated to nanoseconds, like Go.
         let mut frac_scale = scale;
         for digit in frac_part.bytes() {
@@ -154,11 +164,20 @@ pub(crate) fn parse_duration(input: &str) -> Result<i64, DurationError> {
             }
             value += u128::from(digit - b'0') * frac_scale;
         }
-        total = total.checked_add(value).filter(|v| *v <= limit).ok_or_else(invalid)?;
+        total = total
+            .checked_add(value)
+            .filter(|v| *v <= limit)
+            .ok_or_else(invalid)?;
     }
     if negative {
         // -(1<<63) is representable.
-        i64::try_from(total).map(|v| -v).or_else(|_| if total == 1 << 63 { Ok(i64::MIN) } else { Err(invalid()) })
+        i64::try_from(total).map(|v| -v).or_else(|_| {
+            if total == 1 << 63 {
+                Ok(i64::MIN)
+            } else {
+                Err(invalid())
+            }
+        })
     } else {
         i64::try_from(total).map_err(|_| invalid())
     }
@@ -228,7 +247,10 @@ mod tests {
 
     #[test]
     fn json_escapes_like_go() {
-        assert_eq!(json_string_list(&["*.*".into(), "a<b".into()]), "[\"*.*\",\"a\\u003cb\"]");
+        assert_eq!(
+            json_string_list(&["*.*".into(), "a<b".into()]),
+            "[\"*.*\",\"a\\u003cb\"]"
+        );
     }
 
     #[test]
@@ -239,9 +261,18 @@ mod tests {
         assert_eq!(parse_duration("-1s"), Ok(-1_000_000_000));
         assert_eq!(parse_duration(".5s"), Ok(500_000_000));
         assert_eq!(parse_duration("0"), Ok(0));
-        assert_eq!(parse_duration("soon").unwrap_err().to_string(), "time: invalid duration \"soon\"");
-        assert_eq!(parse_duration("5").unwrap_err().to_string(), "time: missing unit in duration \"5\"");
-        assert_eq!(parse_duration("5x").unwrap_err().to_string(), "time: unknown unit \"x\" in duration \"5x\"");
+        assert_eq!(
+            parse_duration("soon").unwrap_err().to_string(),
+            "time: invalid duration \"soon\""
+        );
+        assert_eq!(
+            parse_duration("5").unwrap_err().to_string(),
+            "time: missing unit in duration \"5\""
+        );
+        assert_eq!(
+            parse_duration("5x").unwrap_err().to_string(),
+            "time: unknown unit \"x\" in duration \"5x\""
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("9999999999h").is_err());
         assert!(parse_duration(".s").is_err());

@@ -9,13 +9,18 @@ use super::node::{Entry, Node, Value, MAX_DEPTH};
 
 /// kube-apiserver picks its JSON decoder when the data starts with `{` after blanks.
 pub(crate) fn looks_like_json(bytes: &[u8]) -> bool {
-    bytes.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n')) == Some(&b'{')
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        == Some(&b'{')
 }
 
 /// Parses `bytes`; the error is serde_json's description of the syntax problem.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Node, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let node = NodeSeed { depth: 0 }.deserialize(&mut de).map_err(|e| e.to_string())?;
+    let node = NodeSeed { depth: 0 }
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(node)
 }
@@ -60,7 +65,11 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
-        Ok(node(i64::try_from(v).map(Value::Int).unwrap_or(Value::Float(v as f64))))
+        Ok(node(
+            i64::try_from(v)
+                .map(Value::Int)
+                .unwrap_or(Value::Float(v as f64)),
+        ))
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
@@ -89,7 +98,11 @@ impl<'de> Visitor<'de> for NodeVisitor {
         let mut entries = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
             let value = map.next_value_seed(NodeSeed { depth })?;
-            entries.push(Entry { key, key_line: None, value });
+            entries.push(Entry {
+                key,
+                key_line: None,
+                value,
+            });
         }
         Ok(node(Value::Map(entries)))
     }
@@ -111,7 +124,9 @@ mod tests {
     #[test]
     fn repeated_keys_are_kept() {
         let n = parse(br#"{"a":1,"a":"x"}"#).unwrap();
-        let Value::Map(entries) = &n.value else { panic!("not a map") };
+        let Value::Map(entries) = &n.value else {
+            panic!("not a map")
+        };
         assert_eq!(entries.len(), 2);
     }
 

@@ -17,7 +17,12 @@ impl EncryptionConfiguration {
             let list: Vec<&ProviderConfiguration> = self
                 .resources
                 .iter()
-                .filter(|entry| entry.resources.iter().any(|r| &GroupResource::parse(r) == candidate))
+                .filter(|entry| {
+                    entry
+                        .resources
+                        .iter()
+                        .any(|r| &GroupResource::parse(r) == candidate)
+                })
                 .flat_map(|entry| entry.providers.iter())
                 .collect();
             if !list.is_empty() {
@@ -37,6 +42,7 @@ impl EncryptionConfiguration {
 
     /// The provider that writes `gr` (the first of its list), if the config covers it.
     pub fn write_provider_for(&self, gr: &GroupResource) -> Option<&ProviderConfiguration> {
-        self.providers_for(gr).and_then(|list| list.first().copied())
+        self.providers_for(gr)
+            .and_then(|list| list.first().copied())
     }
 }

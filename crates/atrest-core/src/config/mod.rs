@@ -48,7 +48,10 @@ pub struct Key {
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Key").field("name", &self.name).field("secret", &"REDACTED").finish()
+        f.debug_struct("Key")
+            .field("name", &self.name)
+            .field("secret", &"REDACTED")
+            .finish()
     }
 }
 
@@ -84,6 +87,7 @@ mod decode;
 mod defaults;
 mod endpoint;
 mod error;
+mod explain;
 mod flags;
 mod gotext;
 mod json;
@@ -93,7 +97,9 @@ mod raw;
 mod validate;
 mod yaml;
 
+pub use build_rules::{maskings, Masking};
 pub use error::{ConfigError, Problem, Rejection, Stage};
+pub use explain::{explain, EntryExplanation, Explanation, Step, Warning};
 pub use flags::{parse_feature_gates, FeatureGates};
 
 use raw::RawConfig;
@@ -101,25 +107,84 @@ use raw::RawConfig;
 /// Reads, decodes (strictly), defaults and validates a config file, then applies the
 /// transformer-building rules (masking, KMSv1 gate): `Ok` exactly when kube-apiserver would load it
 /// with these flags.
-pub fn load_file(path: &std::path::Path, opts: &LoadOptions) -> Result<EncryptionConfiguration, ConfigError> {
+pub fn load_file(
+    path: &std::path::Path,
+    opts: &LoadOptions,
+) -> Result<EncryptionConfiguration, ConfigError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map(Zeroizing::new).map_err(|err| {
-        let reason = format!("error reading encryption provider configuration file {}: {}", gotext::quote(&shown), go_io_error(&err, &shown));
-        loading_error(reason)
-    })?;
+    let bytes = read_config(path, &shown)?;
     load_bytes(&bytes, &shown, opts)
 }
 
+/// Like [`load_file`] but stops before the transformer-building rules (see [`parse_bytes`]).
+pub fn parse_file(
+    path: &std::path::Path,
+    opts: &LoadOptions,
+) -> Result<EncryptionConfiguration, ConfigError> {
+    let shown = path.display().to_string();
+    let bytes = read_config(path, &shown)?;
+    parse_bytes(&bytes, &shown, opts)
+}
+
+fn read_config(path: &std::path::Path, shown: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+    std::fs::read(path).map(Zeroizing::new).map_err(|err| {
+        let reason = format!(
+            "error reading encryption provider configuration file {}: {}",
+            gotext::quote(shown),
+            go_io_error(&err, shown)
+        );
+        loading_error(reason)
+    })
+}
+
 /// Like [`load_file`] for bytes already read; `path` is only used in messages.
-pub fn load_bytes(bytes: &[u8], path: &str, opts: &LoadOptions) -> Result<EncryptionConfiguration, ConfigError> {
+pub fn load_bytes(
+    bytes: &[u8],
+    path: &str,
+    opts: &LoadOptions,
+) -> Result<EncryptionConfiguration, ConfigError> {
+    let (config, lines) = parse_with_lines(bytes, path, opts)?;
+    build_rules::check(&config, opts, &lines)
+        .map_err(|p| ConfigError::Rejected(Rejection::build(p)))?;
+    Ok(config)
+}
+
+/// Decodes, defaults and validates (the "error while parsing file" stage) without the
+/// transformer-building rules, so tools can still explain a file that masks resources or needs
+/// the KMSv1 gate. Use [`load_bytes`] to decide whether kube-apiserver would load it.
+pub fn parse_bytes(
+    bytes: &[u8],
+    path: &str,
+    opts: &LoadOptions,
+) -> Result<EncryptionConfiguration, ConfigError> {
+    parse_with_lines(bytes, path, opts).map(|(config, _)| config)
+}
+
+fn parse_with_lines(
+    bytes: &[u8],
+    path: &str,
+    opts: &LoadOptions,
+) -> Result<
+    (
+        EncryptionConfiguration,
+        std::collections::HashMap<String, usize>,
+    ),
+    ConfigError,
+> {
     if bytes.is_empty() {
-        return Err(loading_error(format!("encryption provider configuration file {} is empty", gotext::quote(path))));
+        return Err(loading_error(format!(
+            "encryption provider configuration file {} is empty",
+            gotext::quote(path)
+        )));
     }
     let mut raw = decode::decode(bytes).map_err(|err| {
         let mut problem = err.problem;
         if !err.unexpected_type {
-            problem.message =
-                format!("error decoding encryption provider configuration file {}: {}", gotext::quote(path), problem.message);
+            problem.message = format!(
+                "error decoding encryption provider configuration file {}: {}",
+                gotext::quote(path),
+                problem.message
+            );
         }
         ConfigError::Rejected(Rejection::parse(vec![problem]))
     })?;
@@ -129,8 +194,7 @@ pub fn load_bytes(bytes: &[u8], path: &str, opts: &LoadOptions) -> Result<Encryp
         return Err(ConfigError::Rejected(Rejection::parse(problems)));
     }
     let config = into_model(&raw, content_hash(bytes))?;
-    build_rules::check(&config, opts, &raw.lines).map_err(|p| ConfigError::Rejected(Rejection::build(p)))?;
-    Ok(config)
+    Ok((config, std::mem::take(&mut raw.lines)))
 }
 
 /// `"sha256:" + lowercase hex(SHA-256(bytes))`, kube-apiserver's content hash of the raw file.
@@ -141,7 +205,9 @@ pub fn content_hash(bytes: &[u8]) -> String {
 
 /// F1/F2 are wrapped once more upstream: `error while loading file: …`.
 fn loading_error(reason: String) -> ConfigError {
-    ConfigError::Rejected(Rejection::parse(vec![Problem::new(format!("error while loading file: {reason}"))]))
+    ConfigError::Rejected(Rejection::parse(vec![Problem::new(format!(
+        "error while loading file: {reason}"
+    ))]))
 }
 
 /// Go's `*PathError` text: `open <path>: no such file or directory`.
@@ -160,23 +226,37 @@ fn go_io_error(err: &std::io::Error, path: &str) -> String {
 }
 
 /// The validated raw form → the public model (secrets decoded into zeroizing buffers).
-fn into_model(raw: &RawConfig, content_hash: String) -> Result<EncryptionConfiguration, ConfigError> {
+fn into_model(
+    raw: &RawConfig,
+    content_hash: String,
+) -> Result<EncryptionConfiguration, ConfigError> {
     let mut resources = Vec::with_capacity(raw.resources.len());
     for entry in &raw.resources {
         let mut providers = Vec::with_capacity(entry.providers.len());
         for provider in &entry.providers {
             providers.push(provider_model(provider)?);
         }
-        resources.push(ResourceConfiguration { resources: entry.resources.clone(), providers });
+        resources.push(ResourceConfiguration {
+            resources: entry.resources.clone(),
+            providers,
+        });
     }
-    Ok(EncryptionConfiguration { resources, content_hash })
+    Ok(EncryptionConfiguration {
+        resources,
+        content_hash,
+    })
 }
 
 fn provider_model(p: &raw::RawProvider) -> Result<ProviderConfiguration, ConfigError> {
     // Validation guarantees exactly one field; the order mirrors upstream's switch.
     if let Some(kms) = &p.kms {
-        let api_version = if kms.api_version == "v2" { KmsApiVersion::V2 } else { KmsApiVersion::V1 };
-        let nanos = u64::try_from(kms.timeout.unwrap_or(defaults::DEFAULT_KMS_TIMEOUT_NANOS)).unwrap_or_default();
+        let api_version = if kms.api_version == "v2" {
+            KmsApiVersion::V2
+        } else {
+            KmsApiVersion::V1
+        };
+        let nanos = u64::try_from(kms.timeout.unwrap_or(defaults::DEFAULT_KMS_TIMEOUT_NANOS))
+            .unwrap_or_default();
         return Ok(ProviderConfiguration::Kms(KmsConfiguration {
             api_version,
             name: kms.name.clone(),
@@ -190,7 +270,10 @@ fn provider_model(p: &raw::RawProvider) -> Result<ProviderConfiguration, ConfigE
         for key in k.keys.as_deref().unwrap_or_default() {
             let secret = validate::decode_secret(&key.secret)
                 .ok_or_else(|| ConfigError::Parse("secrets must be base64 encoded".to_owned()))?;
-            keys.push(Key { name: key.name.clone(), secret });
+            keys.push(Key {
+                name: key.name.clone(),
+                secret,
+            });
         }
         Ok(KeysConfiguration { keys })
     };

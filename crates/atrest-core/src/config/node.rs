@@ -54,7 +54,11 @@ impl Node {
     /// The value of `key` in a mapping (the last one if repeated, as `encoding/json` keeps).
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries.iter().rev().find(|e| e.key == key).map(|e| &e.value),
+            Value::Map(entries) => entries
+                .iter()
+                .rev()
+                .find(|e| e.key == key)
+                .map(|e| &e.value),
             _ => None,
         }
     }
@@ -75,7 +79,13 @@ fn take_children(value: &mut Value, stack: &mut Vec<Node>) {
     match value {
         Value::Seq(items) => stack.append(items),
         Value::Map(entries) => stack.extend(std::mem::take(entries).into_iter().map(|mut e| {
-            std::mem::replace(&mut e.value, Node { value: Value::Null, line: None })
+            std::mem::replace(
+                &mut e.value,
+                Node {
+                    value: Value::Null,
+                    line: None,
+                },
+            )
         })),
         _ => {}
     }

@@ -44,7 +44,10 @@ pub(crate) struct RawKey {
 
 impl std::fmt::Debug for RawKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawKey").field("name", &self.name).field("secret", &"REDACTED").finish()
+        f.debug_struct("RawKey")
+            .field("name", &self.name)
+            .field("secret", &"REDACTED")
+            .finish()
     }
 }
 
@@ -68,12 +71,21 @@ impl RawProvider {
             Some(RawKeys { keys: Some(list) }) => {
                 let items: Vec<String> = list
                     .iter()
-                    .map(|key| format!("{{\"Name\":{},\"Secret\":\"REDACTED\"}}", json_string(&key.name)))
+                    .map(|key| {
+                        format!(
+                            "{{\"Name\":{},\"Secret\":\"REDACTED\"}}",
+                            json_string(&key.name)
+                        )
+                    })
                     .collect();
                 format!("{{\"Keys\":[{}]}}", items.join(","))
             }
         };
-        let identity = if self.identity.is_some() { "{}" } else { "null" };
+        let identity = if self.identity.is_some() {
+            "{}"
+        } else {
+            "null"
+        };
         let kms = match &self.kms {
             None => "null".to_owned(),
             Some(k) => format!(
@@ -82,7 +94,8 @@ impl RawProvider {
                 json_string(&k.name),
                 k.cachesize.map_or("null".to_owned(), |c| c.to_string()),
                 json_string(&k.endpoint),
-                k.timeout.map_or("null".to_owned(), |t| json_string(&format_duration(t))),
+                k.timeout
+                    .map_or("null".to_owned(), |t| json_string(&format_duration(t))),
             ),
         };
         format!(
@@ -96,9 +109,15 @@ impl RawProvider {
     }
 
     pub fn set_count(&self) -> usize {
-        [self.aesgcm.is_some(), self.aescbc.is_some(), self.secretbox.is_some(), self.identity.is_some(), self.kms.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count()
+        [
+            self.aesgcm.is_some(),
+            self.aescbc.is_some(),
+            self.secretbox.is_some(),
+            self.identity.is_some(),
+            self.kms.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
     }
 }

@@ -15,10 +15,17 @@ use crate::resource::GroupResource;
 const AES_KEY_SIZES: &[usize] = &[16, 24, 32];
 const SECRETBOX_KEY_SIZES: &[usize] = &[32];
 /// Internal objects with no REST API (V7).
-const NON_REST_RESOURCES: &[&str] = &["apiserveripinfo", "serviceipallocations", "servicenodeportallocations"];
+const NON_REST_RESOURCES: &[&str] = &[
+    "apiserveripinfo",
+    "serviceipallocations",
+    "servicenodeportallocations",
+];
 
 pub(crate) fn validate(config: &RawConfig, reload: bool) -> Vec<Problem> {
-    let mut v = Validator { lines: &config.lines, problems: Vec::new() };
+    let mut v = Validator {
+        lines: &config.lines,
+        problems: Vec::new(),
+    };
     if config.resources.is_empty() {
         v.required("resources", "at least one resources is required");
         return v.problems;
@@ -43,11 +50,23 @@ pub(crate) fn validate(config: &RawConfig, reload: bool) -> Vec<Problem> {
                 v.kms(kms, &format!("{path}.kms"), &kms_names, reload);
                 kms_names.insert(&kms.name);
             } else if let Some(keys) = &provider.aesgcm {
-                v.keys(keys.keys.as_deref(), &format!("{path}.aesgcm.keys"), AES_KEY_SIZES);
+                v.keys(
+                    keys.keys.as_deref(),
+                    &format!("{path}.aesgcm.keys"),
+                    AES_KEY_SIZES,
+                );
             } else if let Some(keys) = &provider.aescbc {
-                v.keys(keys.keys.as_deref(), &format!("{path}.aescbc.keys"), AES_KEY_SIZES);
+                v.keys(
+                    keys.keys.as_deref(),
+                    &format!("{path}.aescbc.keys"),
+                    AES_KEY_SIZES,
+                );
             } else if let Some(keys) = &provider.secretbox {
-                v.keys(keys.keys.as_deref(), &format!("{path}.secretbox.keys"), SECRETBOX_KEY_SIZES);
+                v.keys(
+                    keys.keys.as_deref(),
+                    &format!("{path}.secretbox.keys"),
+                    SECRETBOX_KEY_SIZES,
+                );
             }
         }
     }
@@ -74,7 +93,11 @@ impl Validator<'_> {
 
     fn push(&mut self, path: &str, message: String) {
         let line = self.line_of(path);
-        self.problems.push(Problem { message, field: Some(path.to_owned()), line });
+        self.problems.push(Problem {
+            message,
+            field: Some(path.to_owned()),
+            line,
+        });
     }
 
     fn required(&mut self, path: &str, detail: &str) {
@@ -92,7 +115,8 @@ impl Validator<'_> {
         if resources.len() < 2 {
             return;
         }
-        let parsed: Vec<GroupResource> = resources.iter().map(|r| GroupResource::parse(r)).collect();
+        let parsed: Vec<GroupResource> =
+            resources.iter().map(|r| GroupResource::parse(r)).collect();
         let any = GroupResource::new("*", "*");
         let (mut duplicate, mut overlap) = (false, false);
         for (i, r1) in parsed.iter().enumerate() {
@@ -121,7 +145,11 @@ impl Validator<'_> {
         }
         let shown = json_string_list(resources);
         if duplicate {
-            self.invalid(path, &shown, "the same resource cannot be specified multiple times");
+            self.invalid(
+                path,
+                &shown,
+                "the same resource cannot be specified multiple times",
+            );
         }
         if overlap {
             self.invalid(
@@ -185,12 +213,19 @@ impl Validator<'_> {
                 continue;
             }
             let Some(len) = decoded_len(&key.secret) else {
-                self.invalid(&secret_path, "\"REDACTED\"", "secrets must be base64 encoded");
+                self.invalid(
+                    &secret_path,
+                    "\"REDACTED\"",
+                    "secrets must be base64 encoded",
+                );
                 continue;
             };
             if !sizes.contains(&len) {
                 let expected: Vec<String> = sizes.iter().map(usize::to_string).collect();
-                let detail = format!("secret is not of the expected length, got {len}, expected one of [{}]", expected.join(" "));
+                let detail = format!(
+                    "secret is not of the expected length, got {len}, expected one of [{}]",
+                    expected.join(" ")
+                );
                 self.invalid(&secret_path, "\"REDACTED\"", &detail);
             }
         }
@@ -203,31 +238,50 @@ impl Validator<'_> {
             self.required(&name_path, "name is a mandatory field for a provider");
         }
         if kms.api_version != "v1" && kms.name.contains(':') {
-            let detail = format!("invalid KMS provider name {}, must not contain ':'", kms.name);
+            let detail = format!(
+                "invalid KMS provider name {}, must not contain ':'",
+                kms.name
+            );
             self.invalid(&name_path, &quote(&kms.name), &detail);
         }
         if (reload || kms.api_version != "v1") && earlier_names.contains(kms.name.as_str()) {
-            let detail = format!("duplicate KMS provider name {}, names must be unique", kms.name);
+            let detail = format!(
+                "duplicate KMS provider name {}, names must be unique",
+                kms.name
+            );
             self.invalid(&name_path, &quote(&kms.name), &detail);
         }
 
         let timeout = kms.timeout.unwrap_or_default();
         if timeout <= 0 {
-            self.invalid(&format!("{path}.timeout"), &quote(&format_duration(timeout)), "timeout should be a positive value");
+            self.invalid(
+                &format!("{path}.timeout"),
+                &quote(&format_duration(timeout)),
+                "timeout should be a positive value",
+            );
         }
 
         let endpoint_path = format!("{path}.endpoint");
         if kms.endpoint.is_empty() {
-            self.invalid(&endpoint_path, "\"\"", "endpoint is a mandatory field for a kms");
+            self.invalid(
+                &endpoint_path,
+                "\"\"",
+                "endpoint is a mandatory field for a kms",
+            );
         } else {
             match parse_scheme(&kms.endpoint) {
-                Err(err) => {
-                    self.invalid(&endpoint_path, &quote(&kms.endpoint), &format!("invalid endpoint for kms provider, error: {err}"))
-                }
+                Err(err) => self.invalid(
+                    &endpoint_path,
+                    &quote(&kms.endpoint),
+                    &format!("invalid endpoint for kms provider, error: {err}"),
+                ),
                 Ok(scheme) if scheme != "unix" => self.invalid(
                     &endpoint_path,
                     &quote(&kms.endpoint),
-                    &format!("unsupported scheme {} for KMS provider, only unix is supported", quote(&scheme)),
+                    &format!(
+                        "unsupported scheme {} for KMS provider, only unix is supported",
+                        quote(&scheme)
+                    ),
                 ),
                 Ok(_) => {}
             }
@@ -235,8 +289,16 @@ impl Validator<'_> {
 
         let cache_path = format!("{path}.cachesize");
         match kms.cachesize {
-            Some(size) if kms.api_version != "v1" => self.invalid(&cache_path, &size.to_string(), "cachesize is not supported in v2"),
-            Some(0) => self.invalid(&cache_path, "0", "cachesize should be a positive value, or negative to disable"),
+            Some(size) if kms.api_version != "v1" => self.invalid(
+                &cache_path,
+                &size.to_string(),
+                "cachesize is not supported in v2",
+            ),
+            Some(0) => self.invalid(
+                &cache_path,
+                "0",
+                "cachesize should be a positive value, or negative to disable",
+            ),
             _ => {}
         }
 
@@ -265,6 +327,14 @@ fn decoded_len(secret: &str) -> Option<usize> {
 
 /// Decodes a secret into key material, skipping CR and LF anywhere (as Go's decoder does).
 pub(crate) fn decode_secret(secret: &str) -> Option<Zeroizing<Vec<u8>>> {
-    let cleaned: Zeroizing<String> = Zeroizing::new(secret.chars().filter(|c| *c != '\r' && *c != '\n').collect());
-    GO_STD_BASE64.decode(cleaned.as_bytes()).ok().map(Zeroizing::new)
+    let cleaned: Zeroizing<String> = Zeroizing::new(
+        secret
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\n')
+            .collect(),
+    );
+    GO_STD_BASE64
+        .decode(cleaned.as_bytes())
+        .ok()
+        .map(Zeroizing::new)
 }

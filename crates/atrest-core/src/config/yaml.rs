@@ -43,7 +43,10 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<YamlDocument, YamlSyntaxError> {
             Flow::Done => break,
         }
     }
-    Ok(YamlDocument { root: builder.root, duplicate_keys: builder.duplicates })
+    Ok(YamlDocument {
+        root: builder.root,
+        duplicate_keys: builder.duplicates,
+    })
 }
 
 fn line_of_offset(bytes: &[u8], offset: usize) -> usize {
@@ -56,7 +59,9 @@ fn syntax_error(err: ScanError) -> YamlSyntaxError {
     let info = err.info();
     let line = err.marker().line();
     let (problem, is_parser_error) = match info {
-        "while parsing a flow sequence, expected ',' or ']'" => ("did not find expected ',' or ']'", true),
+        "while parsing a flow sequence, expected ',' or ']'" => {
+            ("did not find expected ',' or ']'", true)
+        }
         // yaml-rust2 notices a key spanning lines inside `[...]` while scanning; libyaml's parser
         // reports the same input as an unterminated flow sequence.
         "illegal placement of ':' indicator" => ("did not find expected ',' or ']'", true),
@@ -66,9 +71,20 @@ fn syntax_error(err: ScanError) -> YamlSyntaxError {
             _ => (other, false),
         },
     };
-    let reported = if is_parser_error { line.saturating_sub(1) } else { line };
-    let message = if reported == 0 { format!("yaml: {problem}") } else { format!("yaml: line {reported}: {problem}") };
-    YamlSyntaxError { message, line: (line > 0).then_some(line) }
+    let reported = if is_parser_error {
+        line.saturating_sub(1)
+    } else {
+        line
+    };
+    let message = if reported == 0 {
+        format!("yaml: {problem}")
+    } else {
+        format!("yaml: line {reported}: {problem}")
+    };
+    YamlSyntaxError {
+        message,
+        line: (line > 0).then_some(line),
+    }
 }
 
 enum Flow {
@@ -84,7 +100,11 @@ struct Frame {
 
 enum FrameKind {
     Seq(Vec<Node>),
-    Map { entries: Vec<Entry>, pending_key: Option<Node>, duplicate_guard: HashMap<String, ()> },
+    Map {
+        entries: Vec<Entry>,
+        pending_key: Option<Node>,
+        duplicate_guard: HashMap<String, ()>,
+    },
 }
 
 #[derive(Default)]
@@ -112,16 +132,24 @@ impl TreeBuilder {
                 self.complete(node)
             }
             Event::Alias(anchor) => {
-                let (node, size) = self.anchors.get(&anchor).cloned().ok_or_else(|| YamlSyntaxError {
-                    message: format!("yaml: line {line}: unknown anchor referenced"),
-                    line: Some(line),
-                })?;
+                let (node, size) =
+                    self.anchors
+                        .get(&anchor)
+                        .cloned()
+                        .ok_or_else(|| YamlSyntaxError {
+                            message: format!("yaml: line {line}: unknown anchor referenced"),
+                            line: Some(line),
+                        })?;
                 self.count(size)?;
                 self.complete(node)
             }
             Event::SequenceStart(anchor, _) => self.open(FrameKind::Seq(Vec::new()), line, anchor),
             Event::MappingStart(anchor, _) => self.open(
-                FrameKind::Map { entries: Vec::new(), pending_key: None, duplicate_guard: HashMap::new() },
+                FrameKind::Map {
+                    entries: Vec::new(),
+                    pending_key: None,
+                    duplicate_guard: HashMap::new(),
+                },
                 line,
                 anchor,
             ),
@@ -147,7 +175,12 @@ impl TreeBuilder {
         }
     }
 
-    fn open(&mut self, kind: FrameKind, line: usize, anchor: usize) -> Result<Flow, YamlSyntaxError> {
+    fn open(
+        &mut self,
+        kind: FrameKind,
+        line: usize,
+        anchor: usize,
+    ) -> Result<Flow, YamlSyntaxError> {
         if self.stack.len() >= MAX_DEPTH {
             return Err(YamlSyntaxError {
                 message: format!("yaml: line {line}: exceeded max depth of {MAX_DEPTH}"),
@@ -162,7 +195,10 @@ impl TreeBuilder {
     fn count(&mut self, n: usize) -> Result<(), YamlSyntaxError> {
         self.nodes = self.nodes.saturating_add(n);
         if self.nodes > MAX_NODES {
-            return Err(YamlSyntaxError { message: "yaml: document contains excessive aliasing".to_owned(), line: None });
+            return Err(YamlSyntaxError {
+                message: "yaml: document contains excessive aliasing".to_owned(),
+                line: None,
+            });
         }
         Ok(())
     }
@@ -174,7 +210,11 @@ impl TreeBuilder {
         };
         match &mut frame.kind {
             FrameKind::Seq(items) => items.push(node),
-            FrameKind::Map { entries, pending_key, duplicate_guard } => match pending_key.take() {
+            FrameKind::Map {
+                entries,
+                pending_key,
+                duplicate_guard,
+            } => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key_node) => {
                     let key_line = key_node.line;
@@ -184,7 +224,11 @@ impl TreeBuilder {
                         // Non-strict conversion keeps the last value.
                         entries.retain(|e| e.key != key);
                     }
-                    entries.push(Entry { key, key_line, value: node });
+                    entries.push(Entry {
+                        key,
+                        key_line,
+                        value: node,
+                    });
                 }
             },
         }
@@ -201,7 +245,10 @@ fn map_key(node: &Node) -> Result<(String, String), YamlSyntaxError> {
         Value::Float(f) => Ok((f.to_string(), f.to_string())),
         Value::Null => Ok(("null".to_owned(), "<nil>".to_owned())),
         Value::Seq(_) | Value::Map(_) => Err(YamlSyntaxError {
-            message: format!("yaml: line {}: unsupported map key: a key must be a scalar", node.line.unwrap_or(0)),
+            message: format!(
+                "yaml: line {}: unsupported map key: a key must be a scalar",
+                node.line.unwrap_or(0)
+            ),
             line: node.line,
         }),
     }
@@ -229,13 +276,17 @@ fn resolve_scalar(text: String, style: TScalarStyle, tag: Option<&Tag>) -> Value
         return Value::Str(Zeroizing::new(text));
     }
     match text.as_str() {
-        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => return Value::Bool(true),
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            return Value::Bool(true)
+        }
         "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
             return Value::Bool(false)
         }
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         _ => {}
     }
@@ -259,11 +310,20 @@ fn parse_go_int(s: &str) -> Option<i64> {
         Some(rest) => (true, rest),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let (radix, body) = if let Some(b) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let (radix, body) = if let Some(b) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         (16, b)
-    } else if let Some(b) = digits.strip_prefix("0b").or_else(|| digits.strip_prefix("0B")) {
+    } else if let Some(b) = digits
+        .strip_prefix("0b")
+        .or_else(|| digits.strip_prefix("0B"))
+    {
         (2, b)
-    } else if let Some(b) = digits.strip_prefix("0o").or_else(|| digits.strip_prefix("0O")) {
+    } else if let Some(b) = digits
+        .strip_prefix("0o")
+        .or_else(|| digits.strip_prefix("0O"))
+    {
         (8, b)
     } else if digits.len() > 1 && digits.starts_with('0') {
         (8, &digits[1..])
@@ -315,7 +375,10 @@ mod tests {
         assert!(matches!(scalar("1e3"), Value::Float(f) if f == 1000.0));
         assert!(matches!(scalar("3s"), Value::Str(_)));
         assert!(matches!(scalar("1.2.3"), Value::Str(_)));
-        assert!(matches!(resolve_scalar("123".into(), TScalarStyle::DoubleQuoted, None), Value::Str(_)));
+        assert!(matches!(
+            resolve_scalar("123".into(), TScalarStyle::DoubleQuoted, None),
+            Value::Str(_)
+        ));
     }
 
     #[test]
@@ -323,7 +386,10 @@ mod tests {
         let doc = parse(b"a: 1\nb: 2\na: 3\n").unwrap();
         assert_eq!(doc.duplicate_keys, vec![(3, "\"a\"".to_owned())]);
         let root = doc.root.unwrap();
-        assert!(matches!(root.get("a").map(|n| &n.value), Some(Value::Int(3))));
+        assert!(matches!(
+            root.get("a").map(|n| &n.value),
+            Some(Value::Int(3))
+        ));
     }
 
     #[test]
@@ -345,6 +411,10 @@ mod tests {
             let prev = format!("*a{}", i - 1);
             doc.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
         }
-        assert!(parse(doc.as_bytes()).err().unwrap().message.contains("excessive aliasing"));
+        assert!(parse(doc.as_bytes())
+            .err()
+            .unwrap()
+            .message
+            .contains("excessive aliasing"));
     }
 }
