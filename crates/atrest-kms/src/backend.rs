@@ -77,11 +77,15 @@ pub trait KeyBackend: Send + Sync + 'static {
     async fn probe(&self) -> Result<(), BackendError> {
         const PROBE: &[u8] = b"atrest-kms health probe";
         let wrapped = self.wrap(PROBE).await?;
-        let back = self.unwrap(&wrapped.key_id, &wrapped.ciphertext, &wrapped.annotations).await?;
+        let back = self
+            .unwrap(&wrapped.key_id, &wrapped.ciphertext, &wrapped.annotations)
+            .await?;
         if subtle::ConstantTimeEq::ct_eq(back.as_slice(), PROBE).into() {
             Ok(())
         } else {
-            Err(BackendError::Unavailable("health probe: unwrap returned a different value".into()))
+            Err(BackendError::Unavailable(
+                "health probe: unwrap returned a different value".into(),
+            ))
         }
     }
 }

@@ -53,7 +53,8 @@ pub enum BenchError {
     Runtime(std::io::Error),
 }
 
-type Client = pb::key_management_service_client::KeyManagementServiceClient<tonic::transport::Channel>;
+type Client =
+    pb::key_management_service_client::KeyManagementServiceClient<tonic::transport::Channel>;
 
 fn seed() -> Vec<u8> {
     let mut p = vec![0u8; 32];
@@ -61,15 +62,30 @@ fn seed() -> Vec<u8> {
     p
 }
 
-async fn one(op: &'static str, c: &mut Client, dec: &pb::DecryptRequest) -> Result<(), tonic::Status> {
+async fn one(
+    op: &'static str,
+    c: &mut Client,
+    dec: &pb::DecryptRequest,
+) -> Result<(), tonic::Status> {
     if op == "encrypt" {
-        c.encrypt(pb::EncryptRequest { plaintext: seed(), uid: uuid::Uuid::new_v4().to_string() }).await.map(|_| ())
+        c.encrypt(pb::EncryptRequest {
+            plaintext: seed(),
+            uid: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .map(|_| ())
     } else {
         c.decrypt(dec.clone()).await.map(|_| ())
     }
 }
 
-async fn measure(opts: &BenchOptions, op: &'static str, clients: &[Client], dec: &pb::DecryptRequest, key_id: &str) -> BenchResult {
+async fn measure(
+    opts: &BenchOptions,
+    op: &'static str,
+    clients: &[Client],
+    dec: &pb::DecryptRequest,
+    key_id: &str,
+) -> BenchResult {
     let start = Instant::now();
     let until = start + opts.duration;
     let mut tasks = Vec::new();
@@ -103,7 +119,9 @@ async fn measure(opts: &BenchOptions, op: &'static str, clients: &[Client], dec:
         if all.is_empty() {
             0
         } else {
-            all[(((all.len() as f64) * p).ceil() as usize).saturating_sub(1).min(all.len() - 1)]
+            all[(((all.len() as f64) * p).ceil() as usize)
+                .saturating_sub(1)
+                .min(all.len() - 1)]
         }
     };
     BenchResult {
@@ -124,13 +142,24 @@ async fn measure(opts: &BenchOptions, op: &'static str, clients: &[Client], dec:
 /// Runs the benchmark (inside a tokio runtime).
 pub async fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>, BenchError> {
     let ep = opts.endpoint.to_string();
-    let rpc = |s: tonic::Status| BenchError::Rpc { endpoint: ep.clone(), status: format!("{:?}: {}", s.code(), s.message()) };
-    let clients: Vec<Client> =
-        (0..opts.connections.clamp(1, opts.concurrency.max(1))).map(|_| Client::new(crate::client::channel(&opts.endpoint))).collect();
+    let rpc = |s: tonic::Status| BenchError::Rpc {
+        endpoint: ep.clone(),
+        status: format!("{:?}: {}", s.code(), s.message()),
+    };
+    let clients: Vec<Client> = (0..opts.connections.clamp(1, opts.concurrency.max(1)))
+        .map(|_| Client::new(crate::client::channel(&opts.endpoint)))
+        .collect();
     let mut c = clients[0].clone();
-    let status = c.status(pb::StatusRequest {}).await.map_err(rpc)?.into_inner();
+    let status = c
+        .status(pb::StatusRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
     let enc = c
-        .encrypt(pb::EncryptRequest { plaintext: seed(), uid: uuid::Uuid::new_v4().to_string() })
+        .encrypt(pb::EncryptRequest {
+            plaintext: seed(),
+            uid: uuid::Uuid::new_v4().to_string(),
+        })
         .await
         .map_err(rpc)?
         .into_inner();
@@ -153,6 +182,9 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>, BenchError> {
 
 /// [`run`] on its own multi-threaded runtime (for the CLI).
 pub fn run_blocking(opts: &BenchOptions) -> Result<Vec<BenchResult>, BenchError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(BenchError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)?;
     rt.block_on(run(opts))
 }

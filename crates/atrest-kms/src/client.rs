@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use atrest_core::kms::{
-    DecryptRequest, EncryptResponse, KmsConnector, KmsError, KmsV1Service, KmsV2Service, StatusResponse,
+    DecryptRequest, EncryptResponse, KmsConnector, KmsError, KmsV1Service, KmsV2Service,
+    StatusResponse,
 };
 use hyper_util::rt::TokioIo;
 use tonic::transport::Channel;
@@ -34,17 +35,21 @@ use crate::server::code_name;
 pub fn channel(endpoint: &Endpoint) -> Channel {
     let ep = endpoint.clone();
     // The URI is only used for `:authority`; the connector ignores it.
-    tonic::transport::Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
-        move |_: tonic::transport::Uri| {
+    tonic::transport::Endpoint::from_static("http://localhost").connect_with_connector_lazy(
+        tower::service_fn(move |_: tonic::transport::Uri| {
             let ep = ep.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(endpoint::connect(&ep).await?)) }
-        },
-    ))
+        }),
+    )
 }
 
 /// Go's `rpc error: code = X desc = Y` text, as the apiserver prints plugin errors.
 fn rpc_error(s: &tonic::Status) -> String {
-    format!("rpc error: code = {} desc = {}", code_name(s.code()), s.message())
+    format!(
+        "rpc error: code = {} desc = {}",
+        code_name(s.code()),
+        s.message()
+    )
 }
 
 /// Whether the failure happened before the plugin answered (worth retrying until the deadline).
@@ -53,7 +58,11 @@ fn is_connect_failure(s: &tonic::Status) -> bool {
 }
 
 /// Runs `call` with wait-for-ready retries until `timeout` elapses.
-pub(crate) async fn with_deadline<T, F, Fut>(endpoint: &str, timeout: Duration, mut call: F) -> Result<T, KmsError>
+pub(crate) async fn with_deadline<T, F, Fut>(
+    endpoint: &str,
+    timeout: Duration,
+    mut call: F,
+) -> Result<T, KmsError>
 where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
@@ -74,16 +83,25 @@ where
             Ok(Err(s)) if is_connect_failure(&s) => {
                 let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
                 if wait.is_zero() {
-                    return Err(KmsError::Unavailable { endpoint: endpoint.to_string(), reason: rpc_error(&s) });
+                    return Err(KmsError::Unavailable {
+                        endpoint: endpoint.to_string(),
+                        reason: rpc_error(&s),
+                    });
                 }
                 tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
                 if Instant::now() >= deadline {
-                    return Err(KmsError::Unavailable { endpoint: endpoint.to_string(), reason: rpc_error(&s) });
+                    return Err(KmsError::Unavailable {
+                        endpoint: endpoint.to_string(),
+                        reason: rpc_error(&s),
+                    });
                 }
             }
             Ok(Err(s)) if s.code() == Code::DeadlineExceeded || s.code() == Code::Cancelled => {
-                return Err(KmsError::Unavailable { endpoint: endpoint.to_string(), reason: rpc_error(&s) })
+                return Err(KmsError::Unavailable {
+                    endpoint: endpoint.to_string(),
+                    reason: rpc_error(&s),
+                })
             }
             Ok(Err(s)) => return Err(KmsError::Rejected(rpc_error(&s))),
         }
@@ -106,22 +124,32 @@ impl RuntimeThread {
     fn start() -> std::io::Result<RuntimeThread> {
         let (htx, hrx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new().name("atrest-kms-client".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = htx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = htx.send(Ok(rt.handle().clone()));
-            // Runs spawned calls until the owner is dropped; the runtime is dropped on this thread.
-            rt.block_on(async {
-                let _ = stopped.await;
-            });
-        })?;
-        let handle = hrx.recv().map_err(|_| std::io::Error::other("KMS client runtime thread died"))??;
-        Ok(RuntimeThread { handle, _stop: stop })
+        std::thread::Builder::new()
+            .name("atrest-kms-client".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = htx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = htx.send(Ok(rt.handle().clone()));
+                // Runs spawned calls until the owner is dropped; the runtime is dropped on this thread.
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })?;
+        let handle = hrx
+            .recv()
+            .map_err(|_| std::io::Error::other("KMS client runtime thread died"))??;
+        Ok(RuntimeThread {
+            handle,
+            _stop: stop,
+        })
     }
 
     /// Runs `fut` on the runtime thread and blocks the caller until it finishes.
@@ -148,36 +176,72 @@ impl GrpcKms {
 
     fn runtime(&self, endpoint: &str) -> Result<Arc<RuntimeThread>, KmsError> {
         self.rt
-            .get_or_init(|| RuntimeThread::start().map(Arc::new).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                RuntimeThread::start()
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
             .clone()
-            .map_err(|reason| KmsError::Unavailable { endpoint: endpoint.to_string(), reason })
+            .map_err(|reason| KmsError::Unavailable {
+                endpoint: endpoint.to_string(),
+                reason,
+            })
     }
 
     fn open(&self, endpoint: &str) -> Result<(Arc<RuntimeThread>, Channel), KmsError> {
-        let ep = Endpoint::parse(endpoint)
-            .map_err(|e| KmsError::Unavailable { endpoint: endpoint.to_string(), reason: e.to_string() })?;
+        let ep = Endpoint::parse(endpoint).map_err(|e| KmsError::Unavailable {
+            endpoint: endpoint.to_string(),
+            reason: e.to_string(),
+        })?;
         let rt = self.runtime(endpoint)?;
         let ch = rt
             .block(async move { channel(&ep) })
-            .ok_or_else(|| KmsError::Unavailable { endpoint: endpoint.to_string(), reason: "client runtime stopped".into() })?;
+            .ok_or_else(|| KmsError::Unavailable {
+                endpoint: endpoint.to_string(),
+                reason: "client runtime stopped".into(),
+            })?;
         Ok((rt, ch))
     }
 }
 
 impl KmsConnector for GrpcKms {
-    fn connect_v2(&self, _name: &str, endpoint: &str, timeout: Duration) -> Result<Arc<dyn KmsV2Service>, KmsError> {
+    fn connect_v2(
+        &self,
+        _name: &str,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<Arc<dyn KmsV2Service>, KmsError> {
         let (rt, channel) = self.open(endpoint)?;
-        Ok(Arc::new(V2Client { rt, channel, endpoint: endpoint.to_string(), timeout }))
+        Ok(Arc::new(V2Client {
+            rt,
+            channel,
+            endpoint: endpoint.to_string(),
+            timeout,
+        }))
     }
 
-    fn connect_v1(&self, _name: &str, endpoint: &str, timeout: Duration) -> Result<Arc<dyn KmsV1Service>, KmsError> {
+    fn connect_v1(
+        &self,
+        _name: &str,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<Arc<dyn KmsV1Service>, KmsError> {
         let (rt, channel) = self.open(endpoint)?;
-        Ok(Arc::new(V1Client { rt, channel, endpoint: endpoint.to_string(), timeout, version_ok: Arc::new(AtomicBool::new(false)) }))
+        Ok(Arc::new(V1Client {
+            rt,
+            channel,
+            endpoint: endpoint.to_string(),
+            timeout,
+            version_ok: Arc::new(AtomicBool::new(false)),
+        }))
     }
 }
 
 fn stopped(endpoint: &str) -> KmsError {
-    KmsError::Unavailable { endpoint: endpoint.to_string(), reason: "client runtime stopped".into() }
+    KmsError::Unavailable {
+        endpoint: endpoint.to_string(),
+        reason: "client runtime stopped".into(),
+    }
 }
 
 /// A KMS v2 connection.
@@ -194,7 +258,9 @@ impl KmsV2Service for V2Client {
         self.rt
             .block(async move {
                 with_deadline(&ep, t, |rem| {
-                    let mut c = pb2::key_management_service_client::KeyManagementServiceClient::new(ch.clone());
+                    let mut c = pb2::key_management_service_client::KeyManagementServiceClient::new(
+                        ch.clone(),
+                    );
                     async move { c.status(request(pb2::StatusRequest {}, rem)).await }
                 })
                 .await
@@ -202,19 +268,28 @@ impl KmsV2Service for V2Client {
             .ok_or_else(|| stopped(&self.endpoint))?
             .map(|r| {
                 let r = r.into_inner();
-                StatusResponse { version: r.version, healthz: r.healthz, key_id: r.key_id }
+                StatusResponse {
+                    version: r.version,
+                    healthz: r.healthz,
+                    key_id: r.key_id,
+                }
             })
     }
 
     fn encrypt(&self, uid: &str, plaintext: &[u8]) -> Result<EncryptResponse, KmsError> {
         let (ch, ep, t) = (self.channel.clone(), self.endpoint.clone(), self.timeout);
-        let msg = pb2::EncryptRequest { plaintext: plaintext.to_vec(), uid: uid.to_string() };
+        let msg = pb2::EncryptRequest {
+            plaintext: plaintext.to_vec(),
+            uid: uid.to_string(),
+        };
         let r = self
             .rt
             .block(async move {
                 let msg = msg;
                 let r = with_deadline(&ep, t, |rem| {
-                    let mut c = pb2::key_management_service_client::KeyManagementServiceClient::new(ch.clone());
+                    let mut c = pb2::key_management_service_client::KeyManagementServiceClient::new(
+                        ch.clone(),
+                    );
                     let m = msg.clone();
                     async move { c.encrypt(request(m, rem)).await }
                 })
@@ -225,7 +300,11 @@ impl KmsV2Service for V2Client {
             })
             .ok_or_else(|| stopped(&self.endpoint))??
             .into_inner();
-        Ok(EncryptResponse { ciphertext: r.ciphertext, key_id: r.key_id, annotations: r.annotations.into_iter().collect() })
+        Ok(EncryptResponse {
+            ciphertext: r.ciphertext,
+            key_id: r.key_id,
+            annotations: r.annotations.into_iter().collect(),
+        })
     }
 
     fn decrypt(&self, req: &DecryptRequest) -> Result<Zeroizing<Vec<u8>>, KmsError> {
@@ -240,7 +319,9 @@ impl KmsV2Service for V2Client {
             .rt
             .block(async move {
                 with_deadline(&ep, t, |rem| {
-                    let mut c = pb2::key_management_service_client::KeyManagementServiceClient::new(ch.clone());
+                    let mut c = pb2::key_management_service_client::KeyManagementServiceClient::new(
+                        ch.clone(),
+                    );
                     let m = msg.clone();
                     async move { c.decrypt(request(m, rem)).await }
                 })
@@ -263,12 +344,21 @@ pub struct V1Client {
 impl V1Client {
     fn call<T: Send + 'static>(
         &self,
-        f: impl Fn(pb1::key_management_service_client::KeyManagementServiceClient<Channel>, Duration) -> std::pin::Pin<Box<dyn Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send>>
-            + Send
+        f: impl Fn(
+                pb1::key_management_service_client::KeyManagementServiceClient<Channel>,
+                Duration,
+            ) -> std::pin::Pin<
+                Box<dyn Future<Output = Result<tonic::Response<T>, tonic::Status>> + Send>,
+            > + Send
             + Sync
             + 'static,
     ) -> Result<T, KmsError> {
-        let (ch, ep, t, ok) = (self.channel.clone(), self.endpoint.clone(), self.timeout, Arc::clone(&self.version_ok));
+        let (ch, ep, t, ok) = (
+            self.channel.clone(),
+            self.endpoint.clone(),
+            self.timeout,
+            Arc::clone(&self.version_ok),
+        );
         self.rt
             .block(async move {
                 // One deadline covers the lazy Version check and the call, like the apiserver.
@@ -304,7 +394,10 @@ impl KmsV1Service for V1Client {
     fn encrypt(&self, plain: &[u8]) -> Result<Vec<u8>, KmsError> {
         let plain = Zeroizing::new(plain.to_vec());
         let r = self.call(move |mut c, rem| {
-            let m = pb1::EncryptRequest { version: "v1beta1".into(), plain: plain.to_vec() };
+            let m = pb1::EncryptRequest {
+                version: "v1beta1".into(),
+                plain: plain.to_vec(),
+            };
             Box::pin(async move { c.encrypt(request(m, rem)).await })
         })?;
         Ok(r.cipher)
@@ -313,7 +406,10 @@ impl KmsV1Service for V1Client {
     fn decrypt(&self, cipher: &[u8]) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         let cipher = cipher.to_vec();
         let r = self.call(move |mut c, rem| {
-            let m = pb1::DecryptRequest { version: "v1beta1".into(), cipher: cipher.clone() };
+            let m = pb1::DecryptRequest {
+                version: "v1beta1".into(),
+                cipher: cipher.clone(),
+            };
             Box::pin(async move { c.decrypt(request(m, rem)).await })
         })?;
         Ok(Zeroizing::new(r.plain))

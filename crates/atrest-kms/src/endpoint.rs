@@ -53,7 +53,10 @@ impl Endpoint {
         };
         let path = path.split(['?', '#']).next().unwrap_or("");
         if path.is_empty() || path == "/" {
-            return Err(EndpointError::Invalid(s.to_string(), "no socket path".into()));
+            return Err(EndpointError::Invalid(
+                s.to_string(),
+                "no socket path".into(),
+            ));
         }
         Ok(Self::from_path(path))
     }
@@ -107,11 +110,26 @@ mod tests {
 
     #[test]
     fn parses_like_the_apiserver() {
-        assert_eq!(Endpoint::parse("unix:///var/run/k.sock").unwrap(), Endpoint::Path("/var/run/k.sock".into()));
-        assert_eq!(Endpoint::parse("unix:/tmp/k.sock").unwrap(), Endpoint::Path("/tmp/k.sock".into()));
-        assert_eq!(Endpoint::parse("unix://host/x.sock").unwrap(), Endpoint::Path("/x.sock".into()));
-        assert_eq!(Endpoint::parse("unix:///@kms").unwrap(), Endpoint::Abstract("kms".into()));
-        assert_eq!(Endpoint::parse("/a/b").unwrap(), Endpoint::Path("/a/b".into()));
+        assert_eq!(
+            Endpoint::parse("unix:///var/run/k.sock").unwrap(),
+            Endpoint::Path("/var/run/k.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("unix:/tmp/k.sock").unwrap(),
+            Endpoint::Path("/tmp/k.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("unix://host/x.sock").unwrap(),
+            Endpoint::Path("/x.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("unix:///@kms").unwrap(),
+            Endpoint::Abstract("kms".into())
+        );
+        assert_eq!(
+            Endpoint::parse("/a/b").unwrap(),
+            Endpoint::Path("/a/b".into())
+        );
         assert_eq!(Endpoint::parse("").unwrap_err(), EndpointError::Empty);
         assert_eq!(
             Endpoint::parse("tcp://1.2.3.4:5").unwrap_err().to_string(),

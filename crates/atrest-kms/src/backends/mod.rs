@@ -18,7 +18,10 @@ use crate::backend::{BackendError, KeyBackend};
 
 /// Which backend to open, with its settings (what `atrest kms serve` flags become).
 pub enum BackendSpec {
-    Local { key_store: PathBuf, passphrase: Option<Zeroizing<Vec<u8>>> },
+    Local {
+        key_store: PathBuf,
+        passphrase: Option<Zeroizing<Vec<u8>>>,
+    },
     Pkcs11(pkcs11::Pkcs11Config),
     Vault(vault::VaultConfig),
 }
@@ -27,12 +30,18 @@ pub enum BackendSpec {
 /// permissions, wrong PIN, Vault unreachable…).
 pub async fn open(spec: BackendSpec) -> Result<Arc<dyn KeyBackend>, BackendError> {
     Ok(match spec {
-        BackendSpec::Local { key_store, passphrase } => {
-            Arc::new(local::LocalBackend::open(&key_store, passphrase.as_ref().map(|p| p.as_slice()))?)
-        }
-        BackendSpec::Pkcs11(cfg) => Arc::new(tokio::task::spawn_blocking(move || pkcs11::Pkcs11Backend::open(cfg)).await.map_err(
-            |e| BackendError::Unavailable(format!("PKCS#11 setup failed: {e}")),
-        )??),
+        BackendSpec::Local {
+            key_store,
+            passphrase,
+        } => Arc::new(local::LocalBackend::open(
+            &key_store,
+            passphrase.as_ref().map(|p| p.as_slice()),
+        )?),
+        BackendSpec::Pkcs11(cfg) => Arc::new(
+            tokio::task::spawn_blocking(move || pkcs11::Pkcs11Backend::open(cfg))
+                .await
+                .map_err(|e| BackendError::Unavailable(format!("PKCS#11 setup failed: {e}")))??,
+        ),
         BackendSpec::Vault(cfg) => Arc::new(vault::VaultBackend::connect(cfg).await?),
     })
 }

@@ -25,7 +25,10 @@ pub(crate) struct HealthState {
 
 impl HealthState {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { state: RwLock::new(Health::Failing("not checked yet".into())), metrics }
+        Self {
+            state: RwLock::new(Health::Failing("not checked yet".into())),
+            metrics,
+        }
     }
 
     pub fn get(&self) -> Health {
@@ -64,12 +67,19 @@ impl HealthState {
 }
 
 /// One refresh + probe round.
-pub(crate) async fn check(backend: &dyn KeyBackend, health: &HealthState, metrics: &Metrics, timeout: Duration) {
+pub(crate) async fn check(
+    backend: &dyn KeyBackend,
+    health: &HealthState,
+    metrics: &Metrics,
+    timeout: Duration,
+) {
     let before = backend.current_key_id().ok();
     let result = async {
         tokio::time::timeout(timeout, backend.refresh())
             .await
-            .map_err(|_| BackendError::Unavailable(format!("refresh timed out after {timeout:?}")))??;
+            .map_err(|_| {
+                BackendError::Unavailable(format!("refresh timed out after {timeout:?}"))
+            })??;
         tokio::time::timeout(timeout, backend.probe())
             .await
             .map_err(|_| BackendError::Unavailable(format!("probe timed out after {timeout:?}")))?

@@ -19,7 +19,10 @@ pub(crate) struct Bound {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ServeError + '_ {
-    move |source| ServeError::Socket { path: path.display().to_string(), source }
+    move |source| ServeError::Socket {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Binds `endpoint`. A leftover socket file nobody listens on (crash, kill -9) is replaced; a live
@@ -34,12 +37,20 @@ pub(crate) fn bind(endpoint: &Endpoint, group: Option<u32>) -> Result<Bound, Ser
                 if e.kind() == io::ErrorKind::AddrInUse {
                     ServeError::AlreadyServing(endpoint.to_string())
                 } else {
-                    ServeError::Socket { path: format!("@{name}"), source: e }
+                    ServeError::Socket {
+                        path: format!("@{name}"),
+                        source: e,
+                    }
                 }
             })?;
-            std_listener.set_nonblocking(true).map_err(io_at(Path::new(name)))?;
+            std_listener
+                .set_nonblocking(true)
+                .map_err(io_at(Path::new(name)))?;
             let listener = UnixListener::from_std(std_listener).map_err(io_at(Path::new(name)))?;
-            Ok(Bound { listener, socket_file: None })
+            Ok(Bound {
+                listener,
+                socket_file: None,
+            })
         }
         Endpoint::Path(path) => {
             match std::fs::symlink_metadata(path) {
@@ -55,7 +66,10 @@ pub(crate) fn bind(endpoint: &Endpoint, group: Option<u32>) -> Result<Bound, Ser
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_at(path)(e)),
             }
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            if let Some(parent) = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty() && !p.exists())
+            {
                 std::fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
@@ -64,7 +78,10 @@ pub(crate) fn bind(endpoint: &Endpoint, group: Option<u32>) -> Result<Bound, Ser
             }
             // Bind under a temporary name, fix owner and mode, then rename into place: the socket is
             // never reachable with looser permissions.
-            let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
             let _ = std::fs::remove_file(&tmp);
             let std_listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(io_at(&tmp))?;
@@ -82,7 +99,10 @@ pub(crate) fn bind(endpoint: &Endpoint, group: Option<u32>) -> Result<Bound, Ser
             }
             std_listener.set_nonblocking(true).map_err(io_at(path))?;
             let listener = UnixListener::from_std(std_listener).map_err(io_at(path))?;
-            Ok(Bound { listener, socket_file: Some(path.clone()) })
+            Ok(Bound {
+                listener,
+                socket_file: Some(path.clone()),
+            })
         }
     }
 }

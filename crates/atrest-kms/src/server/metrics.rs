@@ -34,8 +34,14 @@ pub(crate) enum Method {
     V1Decrypt,
 }
 
-const METHODS: [Method; 6] =
-    [Method::V2Status, Method::V2Encrypt, Method::V2Decrypt, Method::V1Version, Method::V1Encrypt, Method::V1Decrypt];
+const METHODS: [Method; 6] = [
+    Method::V2Status,
+    Method::V2Encrypt,
+    Method::V2Decrypt,
+    Method::V1Version,
+    Method::V1Encrypt,
+    Method::V1Decrypt,
+];
 
 impl Method {
     fn labels(self) -> (&'static str, &'static str) {
@@ -50,7 +56,9 @@ impl Method {
     }
 }
 
-const BUCKETS: [f64; 14] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
 
 #[derive(Default)]
 struct Series {
@@ -84,7 +92,10 @@ impl Metrics {
     pub(crate) fn observe(&self, m: Method, elapsed: Duration, error_code: Option<&'static str>) {
         let s = &self.series[m as usize];
         s.calls.fetch_add(1, Ordering::Relaxed);
-        s.sum_nanos.fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        s.sum_nanos.fetch_add(
+            elapsed.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
         let secs = elapsed.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             s.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -153,26 +164,44 @@ impl Metrics {
             let calls = s.calls.load(Ordering::Relaxed);
             let sum = s.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
             let l = format!("api=\"{api}\",method=\"{method}\",backend=\"{b}\"");
-            let _ = writeln!(out, "atrest_kms_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {calls}");
+            let _ = writeln!(
+                out,
+                "atrest_kms_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {calls}"
+            );
             let _ = writeln!(out, "atrest_kms_request_duration_seconds_sum{{{l}}} {sum}");
-            let _ = writeln!(out, "atrest_kms_request_duration_seconds_count{{{l}}} {calls}");
+            let _ = writeln!(
+                out,
+                "atrest_kms_request_duration_seconds_count{{{l}}} {calls}"
+            );
         }
         let _ = writeln!(
             out,
             "# HELP atrest_kms_key_id_changes_total Times the current key id changed while serving.\n# TYPE atrest_kms_key_id_changes_total counter"
         );
-        let _ = writeln!(out, "atrest_kms_key_id_changes_total{{backend=\"{b}\"}} {}", self.key_id_changes.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "atrest_kms_key_id_changes_total{{backend=\"{b}\"}} {}",
+            self.key_id_changes.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# HELP atrest_kms_current_key_info The key id Status reports.\n# TYPE atrest_kms_current_key_info gauge");
         if let Ok(k) = self.key_id.lock() {
             if !k.is_empty() {
-                let _ = writeln!(out, "atrest_kms_current_key_info{{backend=\"{b}\",key_id=\"{}\"}} 1", k.replace(['"', '\\', '\n'], "_"));
+                let _ = writeln!(
+                    out,
+                    "atrest_kms_current_key_info{{backend=\"{b}\",key_id=\"{}\"}} 1",
+                    k.replace(['"', '\\', '\n'], "_")
+                );
             }
         }
         let _ = writeln!(
             out,
             "# HELP atrest_kms_backend_healthy Whether the last backend probe succeeded.\n# TYPE atrest_kms_backend_healthy gauge"
         );
-        let _ = writeln!(out, "atrest_kms_backend_healthy{{backend=\"{b}\"}} {}", self.healthy.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "atrest_kms_backend_healthy{{backend=\"{b}\"}} {}",
+            self.healthy.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -207,13 +236,23 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: 
             let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
             let (status, ctype, body) = match (method, path) {
                 ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                ("GET", "/healthz") | ("GET", "/livez") => ("200 OK", "text/plain", "ok\n".to_string()),
+                ("GET", "/healthz") | ("GET", "/livez") => {
+                    ("200 OK", "text/plain", "ok\n".to_string())
+                }
                 ("GET", "/readyz") => match health.get() {
                     Health::Ok => ("200 OK", "text/plain", "ok\n".to_string()),
-                    Health::Failing(r) => ("503 Service Unavailable", "text/plain", format!("backend unhealthy: {r}\n")),
+                    Health::Failing(r) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        format!("backend unhealthy: {r}\n"),
+                    ),
                 },
                 ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-                _ => ("405 Method Not Allowed", "text/plain", "method not allowed\n".to_string()),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "method not allowed\n".to_string(),
+                ),
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

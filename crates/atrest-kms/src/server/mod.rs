@@ -67,11 +67,17 @@ pub enum ServeError {
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
     #[error("socket {path}: {source}")]
-    Socket { path: String, source: std::io::Error },
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("unknown group {0:?}")]
     UnknownGroup(String),
     #[error("metrics listener {addr}: {source}")]
-    Metrics { addr: SocketAddr, source: std::io::Error },
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -138,7 +144,9 @@ impl ServerHandle {
 
     /// Waits until the server stops by itself (it only does on error) or `signal` fires.
     pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let Some(mut task) = self.task.take() else { return Ok(()) };
+        let Some(mut task) = self.task.take() else {
+            return Ok(());
+        };
         tokio::select! {
             r = &mut task => r.unwrap_or(Ok(())),
             () = signal => {
@@ -159,7 +167,10 @@ impl Drop for ServerHandle {
 }
 
 /// Binds, checks the backend once, and starts serving in the background.
-pub async fn start(config: ServeConfig, backend: Arc<dyn KeyBackend>) -> Result<ServerHandle, ServeError> {
+pub async fn start(
+    config: ServeConfig,
+    backend: Arc<dyn KeyBackend>,
+) -> Result<ServerHandle, ServeError> {
     let metrics = Arc::new(metrics::Metrics::new(backend.kind()));
     let health = Arc::new(health::HealthState::new(Arc::clone(&metrics)));
     health::check(backend.as_ref(), &health, &metrics, config.call_timeout).await;
@@ -169,7 +180,11 @@ pub async fn start(config: ServeConfig, backend: Arc<dyn KeyBackend>) -> Result<
 
     let bound = listener::bind(&config.endpoint, config.socket_group)?;
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(metrics::bind(addr).await.map_err(|source| ServeError::Metrics { addr, source })?),
+        Some(addr) => Some(
+            metrics::bind(addr)
+                .await
+                .map_err(|source| ServeError::Metrics { addr, source })?,
+        ),
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -220,7 +235,8 @@ pub async fn start(config: ServeConfig, backend: Arc<dyn KeyBackend>) -> Result<
             config.health_interval,
             config.call_timeout,
         ));
-        let metrics_task = metrics_listener.map(|l| tokio::spawn(metrics::serve(l, Arc::clone(&metrics), Arc::clone(&health))));
+        let metrics_task = metrics_listener
+            .map(|l| tokio::spawn(metrics::serve(l, Arc::clone(&metrics), Arc::clone(&health))));
         (health_task, metrics_task)
     };
     let task = tokio::spawn(async move {
@@ -239,7 +255,12 @@ pub async fn start(config: ServeConfig, backend: Arc<dyn KeyBackend>) -> Result<
         tracing::info!("KMS plugin stopped");
         result.map_err(ServeError::from)
     });
-    Ok(ServerHandle { shutdown: Some(tx), task: Some(task), metrics_addr, endpoint: config.endpoint })
+    Ok(ServerHandle {
+        shutdown: Some(tx),
+        task: Some(task),
+        metrics_addr,
+        endpoint: config.endpoint,
+    })
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -270,7 +291,10 @@ pub enum RunError {
 }
 
 /// Opens the backend, serves until SIGTERM/SIGINT, then shuts down gracefully. For the CLI.
-pub fn run_blocking(config: ServeConfig, spec: crate::backends::BackendSpec) -> Result<(), RunError> {
+pub fn run_blocking(
+    config: ServeConfig,
+    spec: crate::backends::BackendSpec,
+) -> Result<(), RunError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("atrest-kms")

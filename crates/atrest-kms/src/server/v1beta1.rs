@@ -32,7 +32,9 @@ fn check_version(v: &str) -> Result<(), Status> {
     if v.is_empty() || v == "v1beta1" {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!("KMS provider api version {v} is not supported, only v1beta1 is supported now")))
+        Err(Status::invalid_argument(format!(
+            "KMS provider api version {v} is not supported, only v1beta1 is supported now"
+        )))
     }
 }
 
@@ -54,7 +56,11 @@ fn unframe(cipher: &[u8]) -> Result<(&str, &[u8]), Status> {
 
 impl V1Service {
     fn done<T>(&self, m: Method, start: Instant, r: Result<T, Status>) -> Result<T, Status> {
-        self.metrics.observe(m, start.elapsed(), r.as_ref().err().map(|s| code_name(s.code())));
+        self.metrics.observe(
+            m,
+            start.elapsed(),
+            r.as_ref().err().map(|s| code_name(s.code())),
+        );
         r
     }
 
@@ -65,7 +71,10 @@ impl V1Service {
             return Err(Status::invalid_argument("plaintext is empty"));
         }
         if plain.len() > MAX_PLAINTEXT {
-            return Err(Status::invalid_argument(format!("plaintext is {} bytes, limit {MAX_PLAINTEXT}", plain.len())));
+            return Err(Status::invalid_argument(format!(
+                "plaintext is {} bytes, limit {MAX_PLAINTEXT}",
+                plain.len()
+            )));
         }
         let w = match tokio::time::timeout(self.timeout, self.backend.wrap(&plain)).await {
             Err(_) => return Err(Status::deadline_exceeded("backend did not answer in time")),
@@ -78,11 +87,16 @@ impl V1Service {
         let id = w.key_id.as_bytes();
         let mut cipher = Vec::with_capacity(3 + id.len() + w.ciphertext.len());
         cipher.push(FRAME_VERSION);
-        cipher.extend_from_slice(&(u16::try_from(id.len()).map_err(|_| Status::internal("key id too long"))?).to_be_bytes());
+        cipher.extend_from_slice(
+            &(u16::try_from(id.len()).map_err(|_| Status::internal("key id too long"))?)
+                .to_be_bytes(),
+        );
         cipher.extend_from_slice(id);
         cipher.extend_from_slice(&w.ciphertext);
         if cipher.len() > MAX_CIPHER {
-            return Err(Status::invalid_argument("ciphertext would exceed 65535 bytes"));
+            return Err(Status::invalid_argument(
+                "ciphertext would exceed 65535 bytes",
+            ));
         }
         Ok(pb::EncryptResponse { cipher })
     }
@@ -90,7 +104,12 @@ impl V1Service {
     async fn decrypt_inner(&self, req: pb::DecryptRequest) -> Result<pb::DecryptResponse, Status> {
         check_version(&req.version)?;
         let (key_id, ct) = unframe(&req.cipher)?;
-        let plain = match tokio::time::timeout(self.timeout, self.backend.unwrap(key_id, ct, &BTreeMap::new())).await {
+        let plain = match tokio::time::timeout(
+            self.timeout,
+            self.backend.unwrap(key_id, ct, &BTreeMap::new()),
+        )
+        .await
+        {
             Err(_) => return Err(Status::deadline_exceeded("backend did not answer in time")),
             Ok(Err(e)) => {
                 self.health.report_call_error(&e);
@@ -98,13 +117,18 @@ impl V1Service {
             }
             Ok(Ok(p)) => p,
         };
-        Ok(pb::DecryptResponse { plain: plain.to_vec() })
+        Ok(pb::DecryptResponse {
+            plain: plain.to_vec(),
+        })
     }
 }
 
 #[tonic::async_trait]
 impl pb::key_management_service_server::KeyManagementService for V1Service {
-    async fn version(&self, request: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
+    async fn version(
+        &self,
+        request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
         let start = Instant::now();
         let r = check_version(&request.get_ref().version).map(|()| pb::VersionResponse {
             version: "v1beta1".into(),
@@ -114,13 +138,19 @@ impl pb::key_management_service_server::KeyManagementService for V1Service {
         self.done(Method::V1Version, start, r).map(Response::new)
     }
 
-    async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
+    async fn encrypt(
+        &self,
+        request: Request<pb::EncryptRequest>,
+    ) -> Result<Response<pb::EncryptResponse>, Status> {
         let start = Instant::now();
         let r = self.encrypt_inner(request.into_inner()).await;
         self.done(Method::V1Encrypt, start, r).map(Response::new)
     }
 
-    async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
+    async fn decrypt(
+        &self,
+        request: Request<pb::DecryptRequest>,
+    ) -> Result<Response<pb::DecryptResponse>, Status> {
         let start = Instant::now();
         let r = self.decrypt_inner(request.into_inner()).await;
         self.done(Method::V1Decrypt, start, r).map(Response::new)

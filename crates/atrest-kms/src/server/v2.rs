@@ -29,17 +29,30 @@ pub(crate) struct V2Service {
 
 impl V2Service {
     fn done<T>(&self, m: Method, start: Instant, r: Result<T, Status>) -> Result<T, Status> {
-        self.metrics.observe(m, start.elapsed(), r.as_ref().err().map(|s| code_name(s.code())));
+        self.metrics.observe(
+            m,
+            start.elapsed(),
+            r.as_ref().err().map(|s| code_name(s.code())),
+        );
         r
     }
 
     fn status_inner(&self) -> Result<pb::StatusResponse, Status> {
-        let key_id = self.backend.current_key_id().map_err(|e| Status::unavailable(format!("no current key: {e}")))?;
+        let key_id = self
+            .backend
+            .current_key_id()
+            .map_err(|e| Status::unavailable(format!("no current key: {e}")))?;
         let healthz = match self.health.get() {
             Health::Ok => "ok".to_string(),
-            Health::Failing(reason) => format!("{} backend unhealthy: {reason}", self.backend.kind()),
+            Health::Failing(reason) => {
+                format!("{} backend unhealthy: {reason}", self.backend.kind())
+            }
         };
-        Ok(pb::StatusResponse { version: "v2".into(), healthz, key_id })
+        Ok(pb::StatusResponse {
+            version: "v2".into(),
+            healthz,
+            key_id,
+        })
     }
 
     async fn encrypt_inner(&self, req: pb::EncryptRequest) -> Result<pb::EncryptResponse, Status> {
@@ -53,8 +66,15 @@ impl V2Service {
                 plaintext.len()
             )));
         }
-        let wrapped = match tokio::time::timeout(self.timeout, self.backend.wrap(&plaintext)).await {
-            Err(_) => return Err(Status::deadline_exceeded(format!("{} backend did not answer within {:?}", self.backend.kind(), self.timeout))),
+        let wrapped = match tokio::time::timeout(self.timeout, self.backend.wrap(&plaintext)).await
+        {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "{} backend did not answer within {:?}",
+                    self.backend.kind(),
+                    self.timeout
+                )))
+            }
             Ok(Err(e)) => {
                 self.health.report_call_error(&e);
                 return Err(backend_status(&e));
@@ -62,7 +82,10 @@ impl V2Service {
             Ok(Ok(w)) => w,
         };
         if wrapped.ciphertext.is_empty() || wrapped.ciphertext.len() > MAX_CIPHERTEXT {
-            return Err(Status::internal(format!("backend produced a {}-byte ciphertext (limit {MAX_CIPHERTEXT})", wrapped.ciphertext.len())));
+            return Err(Status::internal(format!(
+                "backend produced a {}-byte ciphertext (limit {MAX_CIPHERTEXT})",
+                wrapped.ciphertext.len()
+            )));
         }
         if wrapped.key_id.is_empty() || wrapped.key_id.len() > MAX_KEY_ID {
             return Err(Status::internal("backend produced an invalid key id"));
@@ -80,21 +103,41 @@ impl V2Service {
             return Err(Status::invalid_argument("key_id is empty"));
         }
         if req.key_id.len() > MAX_KEY_ID {
-            return Err(Status::invalid_argument(format!("key_id is {} bytes, limit {MAX_KEY_ID}", req.key_id.len())));
+            return Err(Status::invalid_argument(format!(
+                "key_id is {} bytes, limit {MAX_KEY_ID}",
+                req.key_id.len()
+            )));
         }
         if req.ciphertext.is_empty() {
             return Err(Status::invalid_argument("ciphertext is empty"));
         }
         if req.ciphertext.len() > MAX_CIPHERTEXT {
-            return Err(Status::invalid_argument(format!("ciphertext is {} bytes, limit {MAX_CIPHERTEXT}", req.ciphertext.len())));
+            return Err(Status::invalid_argument(format!(
+                "ciphertext is {} bytes, limit {MAX_CIPHERTEXT}",
+                req.ciphertext.len()
+            )));
         }
         let ann_size: usize = req.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
         if ann_size > MAX_ANNOTATIONS {
-            return Err(Status::invalid_argument(format!("annotations total {ann_size} bytes, limit {MAX_ANNOTATIONS}")));
+            return Err(Status::invalid_argument(format!(
+                "annotations total {ann_size} bytes, limit {MAX_ANNOTATIONS}"
+            )));
         }
         let annotations: BTreeMap<String, Vec<u8>> = req.annotations.into_iter().collect();
-        let plaintext = match tokio::time::timeout(self.timeout, self.backend.unwrap(&req.key_id, &req.ciphertext, &annotations)).await {
-            Err(_) => return Err(Status::deadline_exceeded(format!("{} backend did not answer within {:?}", self.backend.kind(), self.timeout))),
+        let plaintext = match tokio::time::timeout(
+            self.timeout,
+            self.backend
+                .unwrap(&req.key_id, &req.ciphertext, &annotations),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "{} backend did not answer within {:?}",
+                    self.backend.kind(),
+                    self.timeout
+                )))
+            }
             Ok(Err(e)) => {
                 self.health.report_call_error(&e);
                 tracing::debug!(uid = %req.uid, key_id = %req.key_id, error = %e, "decrypt refused");
@@ -103,25 +146,36 @@ impl V2Service {
             Ok(Ok(p)) => p,
         };
         tracing::debug!(uid = %req.uid, key_id = %req.key_id, "decrypt");
-        Ok(pb::DecryptResponse { plaintext: plaintext.to_vec() })
+        Ok(pb::DecryptResponse {
+            plaintext: plaintext.to_vec(),
+        })
     }
 }
 
 #[tonic::async_trait]
 impl pb::key_management_service_server::KeyManagementService for V2Service {
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let start = Instant::now();
         let r = self.status_inner();
         self.done(Method::V2Status, start, r).map(Response::new)
     }
 
-    async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
+    async fn encrypt(
+        &self,
+        request: Request<pb::EncryptRequest>,
+    ) -> Result<Response<pb::EncryptResponse>, Status> {
         let start = Instant::now();
         let r = self.encrypt_inner(request.into_inner()).await;
         self.done(Method::V2Encrypt, start, r).map(Response::new)
     }
 
-    async fn decrypt(&self, request: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
+    async fn decrypt(
+        &self,
+        request: Request<pb::DecryptRequest>,
+    ) -> Result<Response<pb::DecryptResponse>, Status> {
         let start = Instant::now();
         let r = self.decrypt_inner(request.into_inner()).await;
         self.done(Method::V2Decrypt, start, r).map(Response::new)

@@ -43,10 +43,18 @@ pub struct LocalBackend {
 }
 
 fn make_kek(version: u32, raw: &[u8; 32]) -> Result<Kek, BackendError> {
-    let tag = aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, raw), b"atrest-kms local key id");
+    let tag = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, raw),
+        b"atrest-kms local key id",
+    );
     let key_id = format!("local-v{version}-{}", hex::encode(&tag.as_ref()[..12]));
-    let key = UnboundKey::new(&AES_256_GCM, raw).map_err(|_| BackendError::Config("invalid AES-256 key".into()))?;
-    Ok(Kek { version, key_id, key: LessSafeKey::new(key) })
+    let key = UnboundKey::new(&AES_256_GCM, raw)
+        .map_err(|_| BackendError::Config("invalid AES-256 key".into()))?;
+    Ok(Kek {
+        version,
+        key_id,
+        key: LessSafeKey::new(key),
+    })
 }
 
 fn store_err(e: StoreError) -> BackendError {
@@ -62,7 +70,10 @@ impl LocalBackend {
 
     pub fn from_store(store: KeyStore) -> Result<LocalBackend, BackendError> {
         let set = Self::load_all(&store, None)?;
-        Ok(LocalBackend { store, keys: RwLock::new(Arc::new(set)) })
+        Ok(LocalBackend {
+            store,
+            keys: RwLock::new(Arc::new(set)),
+        })
     }
 
     /// Loads every version; keys already in `previous` are reused (no re-read of unchanged files).
@@ -87,7 +98,10 @@ impl LocalBackend {
             .next_back()
             .cloned()
             .ok_or_else(|| store_err(StoreError::Empty(store.dir().to_path_buf())))?;
-        let by_id = by_version.values().map(|k| (k.key_id.clone(), Arc::clone(k))).collect();
+        let by_id = by_version
+            .values()
+            .map(|k| (k.key_id.clone(), Arc::clone(k)))
+            .collect();
         Ok(KeySet { primary, by_id })
     }
 
@@ -101,7 +115,11 @@ impl LocalBackend {
     /// Every key id this store can decrypt, oldest first (for `atrest kms list`).
     pub fn key_ids(&self) -> Vec<(u32, String)> {
         let set = self.snapshot();
-        let mut v: Vec<_> = set.by_id.values().map(|k| (k.version, k.key_id.clone())).collect();
+        let mut v: Vec<_> = set
+            .by_id
+            .values()
+            .map(|k| (k.version, k.key_id.clone()))
+            .collect();
         v.sort();
         v
     }
@@ -109,23 +127,42 @@ impl LocalBackend {
     fn wrap_sync(&self, plaintext: &[u8]) -> Result<Wrapped, BackendError> {
         let kek = Arc::clone(&self.snapshot().primary);
         let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| BackendError::Unavailable("random number generator failed".into()))?;
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| BackendError::Unavailable("random number generator failed".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + 16);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
         let tag = kek
             .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(kek.key_id.as_bytes()), &mut out[NONCE_LEN..])
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(kek.key_id.as_bytes()),
+                &mut out[NONCE_LEN..],
+            )
             .map_err(|_| BackendError::Unavailable("AES-GCM seal failed".into()))?;
         out.extend_from_slice(tag.as_ref());
-        Ok(Wrapped { key_id: kek.key_id.clone(), ciphertext: out, annotations: BTreeMap::new() })
+        Ok(Wrapped {
+            key_id: kek.key_id.clone(),
+            ciphertext: out,
+            annotations: BTreeMap::new(),
+        })
     }
 
-    fn unwrap_sync(&self, key_id: &str, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, BackendError> {
+    fn unwrap_sync(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
         let set = self.snapshot();
-        let kek = set.by_id.get(key_id).ok_or_else(|| BackendError::UnknownKeyId(key_id.to_string()))?;
+        let kek = set
+            .by_id
+            .get(key_id)
+            .ok_or_else(|| BackendError::UnknownKeyId(key_id.to_string()))?;
         if ciphertext.len() < NONCE_LEN + 16 {
-            return Err(BackendError::BadCiphertext(format!("{} bytes is too short", ciphertext.len())));
+            return Err(BackendError::BadCiphertext(format!(
+                "{} bytes is too short",
+                ciphertext.len()
+            )));
         }
         let nonce = Nonce::try_assume_unique_for_key(&ciphertext[..NONCE_LEN])
             .map_err(|_| BackendError::BadCiphertext("bad nonce".into()))?;

@@ -30,8 +30,17 @@ impl ScryptParams {
         let mut salt = [0u8; 16];
         let _ = aws_lc_rs::rand::fill(&mut salt);
         // Tests may lower the cost; never below 2^10.
-        let log_n = std::env::var("ATREST_KMS_SCRYPT_LOG_N").ok().and_then(|v| v.parse().ok()).unwrap_or(15u8).clamp(10, 20);
-        ScryptParams { log_n, r: 8, p: 1, salt: B64.encode(salt) }
+        let log_n = std::env::var("ATREST_KMS_SCRYPT_LOG_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(15u8)
+            .clamp(10, 20);
+        ScryptParams {
+            log_n,
+            r: 8,
+            p: 1,
+            salt: B64.encode(salt),
+        }
     }
 }
 
@@ -42,15 +51,22 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn derive(passphrase: &[u8], params: &ScryptParams) -> Result<Sealer, String> {
-        let salt = B64.decode(params.salt.as_bytes()).map_err(|e| format!("bad scrypt salt: {e}"))?;
+        let salt = B64
+            .decode(params.salt.as_bytes())
+            .map_err(|e| format!("bad scrypt salt: {e}"))?;
         if params.log_n > 22 || params.r == 0 || params.p == 0 || params.r > 32 || params.p > 16 {
             return Err("scrypt parameters out of range".into());
         }
-        let p = scrypt::Params::new(params.log_n, params.r, params.p, 32).map_err(|e| format!("scrypt parameters: {e}"))?;
+        let p = scrypt::Params::new(params.log_n, params.r, params.p, 32)
+            .map_err(|e| format!("scrypt parameters: {e}"))?;
         let mut out = Zeroizing::new([0u8; 32]);
-        scrypt::scrypt(passphrase, &salt, &p, out.as_mut_slice()).map_err(|e| format!("scrypt: {e}"))?;
-        let key = UnboundKey::new(&AES_256_GCM, out.as_slice()).map_err(|_| "store key".to_string())?;
-        Ok(Sealer { key: LessSafeKey::new(key) })
+        scrypt::scrypt(passphrase, &salt, &p, out.as_mut_slice())
+            .map_err(|e| format!("scrypt: {e}"))?;
+        let key =
+            UnboundKey::new(&AES_256_GCM, out.as_slice()).map_err(|_| "store key".to_string())?;
+        Ok(Sealer {
+            key: LessSafeKey::new(key),
+        })
     }
 
     fn seal_with(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
@@ -58,7 +74,11 @@ impl Sealer {
         let _ = aws_lc_rs::rand::fill(&mut nonce);
         let mut buf = plaintext.to_vec();
         // Sealing in place cannot fail for inputs this small.
-        let _ = self.key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf);
+        let _ = self.key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
+        );
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
         zeroize::Zeroize::zeroize(&mut buf);
@@ -71,7 +91,11 @@ impl Sealer {
         }
         let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| ())?;
         let mut buf = Zeroizing::new(sealed[NONCE_LEN..].to_vec());
-        let n = self.key.open_in_place(nonce, Aad::from(aad), buf.as_mut_slice()).map_err(|_| ())?.len();
+        let n = self
+            .key
+            .open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())
+            .map_err(|_| ())?
+            .len();
         buf.truncate(n);
         Ok(buf)
     }
@@ -89,7 +113,9 @@ impl Sealer {
     }
 
     pub fn verify_check(&self, check: &str) -> bool {
-        let Ok(raw) = B64.decode(check.as_bytes()) else { return false };
+        let Ok(raw) = B64.decode(check.as_bytes()) else {
+            return false;
+        };
         match self.open_with(CHECK_AAD, &raw) {
             Ok(p) => subtle::ConstantTimeEq::ct_eq(p.as_slice(), CHECK_PLAINTEXT).into(),
             Err(()) => false,

@@ -20,7 +20,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::seal::{Sealer, ScryptParams};
+use super::seal::{ScryptParams, Sealer};
 
 const STORE_FORMAT: &str = "atrest-kms-store/v1";
 const KEK_FORMAT: &str = "atrest-kms-kek/v1";
@@ -34,9 +34,17 @@ pub enum StoreError {
     #[error("key store {0} already exists")]
     AlreadyExists(PathBuf),
     #[error("refusing to use {path}: it is {what} (mode {mode:o}); run `chmod {fix} {path}`")]
-    Permissions { path: PathBuf, what: &'static str, mode: u32, fix: &'static str },
+    Permissions {
+        path: PathBuf,
+        what: &'static str,
+        mode: u32,
+        fix: &'static str,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: invalid key store file: {reason}")]
     Format { path: PathBuf, reason: String },
     #[error("key store {0} is sealed with a passphrase: give --passphrase-file or ATREST_KMS_PASSPHRASE")]
@@ -50,7 +58,10 @@ pub enum StoreError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -90,7 +101,9 @@ pub struct KeyStore {
 /// Default location: `/var/lib/atrest/kms` for root, else `$XDG_DATA_HOME/atrest/kms`
 /// (`~/.local/share/atrest/kms`).
 pub fn default_dir() -> PathBuf {
-    let is_root = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    let is_root = fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/atrest/kms");
     }
@@ -108,7 +121,11 @@ fn check_private(path: &Path, is_dir: bool) -> Result<(), StoreError> {
     let meta = fs::symlink_metadata(path).map_err(io(path))?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
-        let what = if mode & 0o007 != 0 { "world-accessible" } else { "group-accessible" };
+        let what = if mode & 0o007 != 0 {
+            "world-accessible"
+        } else {
+            "group-accessible"
+        };
         return Err(StoreError::Permissions {
             path: path.to_path_buf(),
             what,
@@ -121,8 +138,15 @@ fn check_private(path: &Path, is_dir: bool) -> Result<(), StoreError> {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io(&tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io(path))
 }
@@ -132,11 +156,17 @@ fn kek_file_name(version: u32) -> String {
 }
 
 fn parse_kek_name(name: &str) -> Option<u32> {
-    name.strip_prefix("kek-")?.strip_suffix(".json")?.parse().ok()
+    name.strip_prefix("kek-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
 }
 
 fn now_unix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl KeyStore {
@@ -155,20 +185,42 @@ impl KeyStore {
         }
         check_private(dir, true)?;
         let (meta, sealer) = match passphrase {
-            None => (StoreMeta { format: STORE_FORMAT.into(), sealing: "none".into(), scrypt: None, check: None }, None),
+            None => (
+                StoreMeta {
+                    format: STORE_FORMAT.into(),
+                    sealing: "none".into(),
+                    scrypt: None,
+                    check: None,
+                },
+                None,
+            ),
             Some(p) => {
                 let params = ScryptParams::generate();
-                let sealer = Sealer::derive(p, &params).map_err(|e| StoreError::Format { path: dir.to_path_buf(), reason: e })?;
+                let sealer = Sealer::derive(p, &params).map_err(|e| StoreError::Format {
+                    path: dir.to_path_buf(),
+                    reason: e,
+                })?;
                 let check = sealer.seal_check();
                 (
-                    StoreMeta { format: STORE_FORMAT.into(), sealing: "scrypt".into(), scrypt: Some(params), check: Some(check) },
+                    StoreMeta {
+                        format: STORE_FORMAT.into(),
+                        sealing: "scrypt".into(),
+                        scrypt: Some(params),
+                        check: Some(check),
+                    },
                     Some(sealer),
                 )
             }
         };
-        let store = KeyStore { dir: dir.to_path_buf(), sealer };
+        let store = KeyStore {
+            dir: dir.to_path_buf(),
+            sealer,
+        };
         store.write_kek(1)?;
-        let json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Format { path: dir.into(), reason: e.to_string() })?;
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| StoreError::Format {
+            path: dir.into(),
+            reason: e.to_string(),
+        })?;
         write_private(&dir.join(STORE_FILE), &json)?;
         Ok(store)
     }
@@ -182,28 +234,50 @@ impl KeyStore {
         check_private(dir, true)?;
         check_private(&meta_path, false)?;
         let raw = fs::read(&meta_path).map_err(io(&meta_path))?;
-        let meta: StoreMeta =
-            serde_json::from_slice(&raw).map_err(|e| StoreError::Format { path: meta_path.clone(), reason: e.to_string() })?;
+        let meta: StoreMeta = serde_json::from_slice(&raw).map_err(|e| StoreError::Format {
+            path: meta_path.clone(),
+            reason: e.to_string(),
+        })?;
         if meta.format != STORE_FORMAT {
-            return Err(StoreError::Format { path: meta_path, reason: format!("unknown format {:?}", meta.format) });
+            return Err(StoreError::Format {
+                path: meta_path,
+                reason: format!("unknown format {:?}", meta.format),
+            });
         }
         let sealer = match (meta.sealing.as_str(), passphrase) {
             ("none", None) => None,
             ("none", Some(_)) => return Err(StoreError::NotSealed(dir.into())),
             ("scrypt", None) => return Err(StoreError::NeedPassphrase(dir.into())),
             ("scrypt", Some(p)) => {
-                let bad = |reason: &str| StoreError::Format { path: meta_path.clone(), reason: reason.into() };
-                let params = meta.scrypt.as_ref().ok_or_else(|| bad("sealed store without scrypt parameters"))?;
-                let check = meta.check.as_deref().ok_or_else(|| bad("sealed store without check value"))?;
+                let bad = |reason: &str| StoreError::Format {
+                    path: meta_path.clone(),
+                    reason: reason.into(),
+                };
+                let params = meta
+                    .scrypt
+                    .as_ref()
+                    .ok_or_else(|| bad("sealed store without scrypt parameters"))?;
+                let check = meta
+                    .check
+                    .as_deref()
+                    .ok_or_else(|| bad("sealed store without check value"))?;
                 let sealer = Sealer::derive(p, params).map_err(|e| bad(&e))?;
                 if !sealer.verify_check(check) {
                     return Err(StoreError::WrongPassphrase(dir.into()));
                 }
                 Some(sealer)
             }
-            (other, _) => return Err(StoreError::Format { path: meta_path, reason: format!("unknown sealing {other:?}") }),
+            (other, _) => {
+                return Err(StoreError::Format {
+                    path: meta_path,
+                    reason: format!("unknown sealing {other:?}"),
+                })
+            }
         };
-        Ok(KeyStore { dir: dir.to_path_buf(), sealer })
+        Ok(KeyStore {
+            dir: dir.to_path_buf(),
+            sealer,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -232,23 +306,41 @@ impl KeyStore {
         let path = self.dir.join(kek_file_name(version));
         check_private(&path, false)?;
         let raw = Zeroizing::new(fs::read(&path).map_err(io(&path))?);
-        let bad = |reason: String| StoreError::Format { path: path.clone(), reason };
+        let bad = |reason: String| StoreError::Format {
+            path: path.clone(),
+            reason,
+        };
         let file: KekFile = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
         if file.format != KEK_FORMAT || file.version != version {
-            return Err(bad(format!("format {:?} version {} does not match the file name", file.format, file.version)));
+            return Err(bad(format!(
+                "format {:?} version {} does not match the file name",
+                file.format, file.version
+            )));
         }
         let bytes: Zeroizing<Vec<u8>> = match (&self.sealer, file.key, file.sealed) {
-            (None, Some(k), None) => Zeroizing::new(B64.decode(k.as_bytes()).map_err(|e| bad(e.to_string()))?),
+            (None, Some(k), None) => {
+                Zeroizing::new(B64.decode(k.as_bytes()).map_err(|e| bad(e.to_string()))?)
+            }
             (Some(s), None, Some(sealed)) => {
-                let sealed = B64.decode(sealed.as_bytes()).map_err(|e| bad(e.to_string()))?;
-                s.open(version, &sealed).map_err(|_| bad("sealed key does not open with this store's passphrase".into()))?
+                let sealed = B64
+                    .decode(sealed.as_bytes())
+                    .map_err(|e| bad(e.to_string()))?;
+                s.open(version, &sealed).map_err(|_| {
+                    bad("sealed key does not open with this store's passphrase".into())
+                })?
             }
             (None, _, Some(_)) => return Err(bad("sealed key in an unsealed store".into())),
             (Some(_), Some(_), _) => return Err(bad("plain key in a sealed store".into())),
             _ => return Err(bad("no key".into())),
         };
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| bad(format!("key is {} bytes, want 32", bytes.len())))?;
-        Ok(KekMaterial { version, key: Zeroizing::new(key) })
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad(format!("key is {} bytes, want 32", bytes.len())))?;
+        Ok(KekMaterial {
+            version,
+            key: Zeroizing::new(key),
+        })
     }
 
     /// Adds a new version (the new primary); returns its number.
@@ -260,16 +352,28 @@ impl KeyStore {
 
     fn write_kek(&self, version: u32) -> Result<(), StoreError> {
         let mut key = Zeroizing::new([0u8; 32]);
-        aws_lc_rs::rand::fill(key.as_mut_slice())
-            .map_err(|_| StoreError::Format { path: self.dir.clone(), reason: "random number generator failed".into() })?;
+        aws_lc_rs::rand::fill(key.as_mut_slice()).map_err(|_| StoreError::Format {
+            path: self.dir.clone(),
+            reason: "random number generator failed".into(),
+        })?;
         let (plain, sealed) = match &self.sealer {
             None => (Some(B64.encode(key.as_slice())), None),
             Some(s) => (None, Some(B64.encode(s.seal(version, key.as_slice())))),
         };
-        let file = KekFile { format: KEK_FORMAT.into(), version, created_unix: now_unix(), key: plain, sealed };
-        let json = Zeroizing::new(
-            serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Format { path: self.dir.clone(), reason: e.to_string() })?,
-        );
+        let file = KekFile {
+            format: KEK_FORMAT.into(),
+            version,
+            created_unix: now_unix(),
+            key: plain,
+            sealed,
+        };
+        let json =
+            Zeroizing::new(
+                serde_json::to_vec_pretty(&file).map_err(|e| StoreError::Format {
+                    path: self.dir.clone(),
+                    reason: e.to_string(),
+                })?,
+            );
         let path = self.dir.join(kek_file_name(version));
         if path.exists() {
             return Err(StoreError::AlreadyExists(path));
@@ -286,7 +390,10 @@ pub fn read_passphrase_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, StoreErro
         raw.pop();
     }
     if raw.is_empty() {
-        return Err(StoreError::Format { path: path.into(), reason: "empty passphrase".into() });
+        return Err(StoreError::Format {
+            path: path.into(),
+            reason: "empty passphrase".into(),
+        });
     }
     Ok(raw)
 }

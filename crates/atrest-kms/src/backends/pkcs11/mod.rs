@@ -65,8 +65,12 @@ impl std::fmt::Debug for Pkcs11Config {
 
 fn ck(step: &str) -> impl FnOnce(CkError) -> BackendError + '_ {
     move |e| match e {
-        CkError::Pkcs11(RvError::PinIncorrect, _) => BackendError::Config(format!("{step}: wrong PIN (CKR_PIN_INCORRECT)")),
-        CkError::Pkcs11(RvError::PinLocked, _) => BackendError::Config(format!("{step}: the PIN is locked (CKR_PIN_LOCKED)")),
+        CkError::Pkcs11(RvError::PinIncorrect, _) => {
+            BackendError::Config(format!("{step}: wrong PIN (CKR_PIN_INCORRECT)"))
+        }
+        CkError::Pkcs11(RvError::PinLocked, _) => {
+            BackendError::Config(format!("{step}: the PIN is locked (CKR_PIN_LOCKED)"))
+        }
         other => BackendError::Unavailable(format!("PKCS#11 {step}: {other}")),
     }
 }
@@ -94,7 +98,10 @@ struct Inner {
 /// Loads the module and initializes it (tolerating "already initialized").
 fn open_module(config: &Pkcs11Config) -> Result<Pkcs11, BackendError> {
     let ctx = Pkcs11::new(&config.module).map_err(|e| {
-        BackendError::Config(format!("cannot load PKCS#11 module {}: {e}", config.module.display()))
+        BackendError::Config(format!(
+            "cannot load PKCS#11 module {}: {e}",
+            config.module.display()
+        ))
     })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(ctx),
@@ -105,13 +112,17 @@ fn open_module(config: &Pkcs11Config) -> Result<Pkcs11, BackendError> {
 fn find_slot(ctx: &Pkcs11, config: &Pkcs11Config) -> Result<Slot, BackendError> {
     let slots = ctx.get_slots_with_token().map_err(ck("listing slots"))?;
     if let Some(id) = config.slot {
-        return slots
-            .into_iter()
-            .find(|s| s.id() == id)
-            .ok_or_else(|| BackendError::Config(format!("PKCS#11 slot {id} has no token (module {})", config.module.display())));
+        return slots.into_iter().find(|s| s.id() == id).ok_or_else(|| {
+            BackendError::Config(format!(
+                "PKCS#11 slot {id} has no token (module {})",
+                config.module.display()
+            ))
+        });
     }
     let Some(label) = &config.token_label else {
-        return Err(BackendError::Config("give --pkcs11-slot or --pkcs11-token-label".into()));
+        return Err(BackendError::Config(
+            "give --pkcs11-slot or --pkcs11-token-label".into(),
+        ));
     };
     for s in slots {
         let info = ctx.get_token_info(s).map_err(ck("reading token info"))?;
@@ -119,7 +130,10 @@ fn find_slot(ctx: &Pkcs11, config: &Pkcs11Config) -> Result<Slot, BackendError> 
             return Ok(s);
         }
     }
-    Err(BackendError::Config(format!("no PKCS#11 token labelled {label:?} (module {})", config.module.display())))
+    Err(BackendError::Config(format!(
+        "no PKCS#11 token labelled {label:?} (module {})",
+        config.module.display()
+    )))
 }
 
 fn login(session: &Session, pin: &str) -> Result<(), BackendError> {
@@ -137,28 +151,54 @@ fn find_key(session: &Session, label: &str) -> Result<ObjectHandle, BackendError
     ];
     let found = session.find_objects(&template).map_err(ck("finding key"))?;
     match found.len() {
-        0 => Err(BackendError::Config(format!("no AES key labelled {label:?} in the token"))),
+        0 => Err(BackendError::Config(format!(
+            "no AES key labelled {label:?} in the token"
+        ))),
         1 => Ok(found[0]),
-        n => Err(BackendError::Config(format!("{n} AES keys are labelled {label:?} in the token; labels must be unique"))),
+        n => Err(BackendError::Config(format!(
+            "{n} AES keys are labelled {label:?} in the token; labels must be unique"
+        ))),
     }
 }
 
-fn gcm_encrypt(session: &Session, key: ObjectHandle, iv: &[u8; IV_LEN], aad: &[u8], data: &[u8]) -> Result<Vec<u8>, CkError> {
+fn gcm_encrypt(
+    session: &Session,
+    key: ObjectHandle,
+    iv: &[u8; IV_LEN],
+    aad: &[u8],
+    data: &[u8],
+) -> Result<Vec<u8>, CkError> {
     let mut iv = *iv;
     let params = GcmParams::new(&mut iv, aad, ((TAG_LEN * 8) as u64).into())?;
     session.encrypt(&Mechanism::AesGcm(params), key, data)
 }
 
-fn key_identity(session: &Session, label: &str, handle: ObjectHandle) -> Result<String, BackendError> {
+fn key_identity(
+    session: &Session,
+    label: &str,
+    handle: ObjectHandle,
+) -> Result<String, BackendError> {
     let ck_id = match session.get_attributes(handle, &[AttributeType::Id]) {
         Ok(attrs) => attrs
             .into_iter()
-            .find_map(|a| if let Attribute::Id(v) = a { Some(v) } else { None })
+            .find_map(|a| {
+                if let Attribute::Id(v) = a {
+                    Some(v)
+                } else {
+                    None
+                }
+            })
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    let kcv = gcm_encrypt(session, handle, &[0u8; IV_LEN], b"atrest-kms key check value", &[0u8; 16])
-        .map_err(ck("computing key check value"))?;
+    let kcv = gcm_encrypt(
+        session,
+        handle,
+        &[0u8; IV_LEN],
+        b"atrest-kms key check value",
+        &[0u8; 16],
+    )
+    .map_err(ck("computing key check value"))?;
     Ok(derive_key_id("pkcs11-", &[label.as_bytes(), &ck_id, &kcv]))
 }
 
@@ -166,7 +206,9 @@ impl Pkcs11Backend {
     /// Loads the module, finds the token, logs in (a wrong PIN is a clear error) and finds the keys.
     pub fn open(config: Pkcs11Config) -> Result<Pkcs11Backend, BackendError> {
         if config.key_labels.is_empty() {
-            return Err(BackendError::Config("give at least one --pkcs11-key-label".into()));
+            return Err(BackendError::Config(
+                "give at least one --pkcs11-key-label".into(),
+            ));
         }
         let ctx = open_module(&config)?;
         let slot = find_slot(&ctx, &config)?;
@@ -176,27 +218,46 @@ impl Pkcs11Backend {
         for label in &config.key_labels {
             let handle = find_key(&first, label)?;
             let key_id = key_identity(&first, label, handle)?;
-            keys.push(Key { label: label.clone(), key_id, handle });
+            keys.push(Key {
+                label: label.clone(),
+                key_id,
+                handle,
+            });
         }
         let mut pool = vec![Mutex::new(Some(first))];
         for _ in 1..config.sessions.max(1) {
             pool.push(Mutex::new(None));
         }
         tracing::info!(slot = slot.id(), key_label = %keys[0].label, key_id = %keys[0].key_id, "PKCS#11 backend ready");
-        Ok(Pkcs11Backend { inner: Arc::new(Inner { config, ctx, slot, pool, next: AtomicUsize::new(0), keys }) })
+        Ok(Pkcs11Backend {
+            inner: Arc::new(Inner {
+                config,
+                ctx,
+                slot,
+                pool,
+                next: AtomicUsize::new(0),
+                keys,
+            }),
+        })
     }
 }
 
 impl Inner {
     /// Runs `f` on a pooled session, reopening it (and logging in) when needed.
-    fn with_session<T>(&self, f: impl FnOnce(&Session) -> Result<T, CkError>) -> Result<T, BackendError> {
+    fn with_session<T>(
+        &self,
+        f: impl FnOnce(&Session) -> Result<T, CkError>,
+    ) -> Result<T, BackendError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
         let mut guard = match self.pool[i].lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         if guard.is_none() {
-            let s = self.ctx.open_ro_session(self.slot).map_err(ck("opening session"))?;
+            let s = self
+                .ctx
+                .open_ro_session(self.slot)
+                .map_err(ck("opening session"))?;
             login(&s, &self.config.pin)?;
             *guard = Some(s);
         }
@@ -221,9 +282,10 @@ impl Inner {
                     *guard = None;
                 }
                 Err(match e {
-                    CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, _) => {
-                        BackendError::BadCiphertext("message authentication failed".into())
-                    }
+                    CkError::Pkcs11(
+                        RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+                        _,
+                    ) => BackendError::BadCiphertext("message authentication failed".into()),
                     other => BackendError::Unavailable(format!("PKCS#11: {other}")),
                 })
             }
@@ -243,7 +305,8 @@ impl KeyBackend for Pkcs11Backend {
 
     async fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, BackendError> {
         let mut iv = [0u8; IV_LEN];
-        aws_lc_rs::rand::fill(&mut iv).map_err(|_| BackendError::Unavailable("random number generator failed".into()))?;
+        aws_lc_rs::rand::fill(&mut iv)
+            .map_err(|_| BackendError::Unavailable("random number generator failed".into()))?;
         let inner = Arc::clone(&self.inner);
         let data = Zeroizing::new(plaintext.to_vec());
         let ct = blocking(move || {
@@ -255,7 +318,11 @@ impl KeyBackend for Pkcs11Backend {
         let mut out = Vec::with_capacity(IV_LEN + ct.len());
         out.extend_from_slice(&iv);
         out.extend_from_slice(&ct);
-        Ok(Wrapped { key_id: key.key_id.clone(), ciphertext: out, annotations: BTreeMap::new() })
+        Ok(Wrapped {
+            key_id: key.key_id.clone(),
+            ciphertext: out,
+            annotations: BTreeMap::new(),
+        })
     }
 
     async fn unwrap(
@@ -271,7 +338,10 @@ impl KeyBackend for Pkcs11Backend {
             .position(|k| k.key_id == key_id)
             .ok_or_else(|| BackendError::UnknownKeyId(key_id.to_string()))?;
         if ciphertext.len() < IV_LEN + TAG_LEN {
-            return Err(BackendError::BadCiphertext(format!("{} bytes is too short", ciphertext.len())));
+            return Err(BackendError::BadCiphertext(format!(
+                "{} bytes is too short",
+                ciphertext.len()
+            )));
         }
         let mut iv = [0u8; IV_LEN];
         iv.copy_from_slice(&ciphertext[..IV_LEN]);
@@ -280,7 +350,11 @@ impl KeyBackend for Pkcs11Backend {
         let pt = blocking(move || {
             let key = &inner.keys[index];
             inner.with_session(|s| {
-                let params = GcmParams::new(&mut iv, key.key_id.as_bytes(), ((TAG_LEN * 8) as u64).into())?;
+                let params = GcmParams::new(
+                    &mut iv,
+                    key.key_id.as_bytes(),
+                    ((TAG_LEN * 8) as u64).into(),
+                )?;
                 s.decrypt(&Mechanism::AesGcm(params), key.handle, &body)
             })
         })
@@ -313,10 +387,13 @@ pub fn generate_key(config: &Pkcs11Config, label: &str) -> Result<GeneratedKey, 
     let session = ctx.open_rw_session(slot).map_err(ck("opening session"))?;
     login(&session, &config.pin)?;
     if find_key(&session, label).is_ok() {
-        return Err(BackendError::Config(format!("a key labelled {label:?} already exists in the token")));
+        return Err(BackendError::Config(format!(
+            "a key labelled {label:?} already exists in the token"
+        )));
     }
     let mut id = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut id).map_err(|_| BackendError::Unavailable("random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(&mut id)
+        .map_err(|_| BackendError::Unavailable("random number generator failed".into()))?;
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -330,7 +407,12 @@ pub fn generate_key(config: &Pkcs11Config, label: &str) -> Result<GeneratedKey, 
         Attribute::Encrypt(true),
         Attribute::Decrypt(true),
     ];
-    let handle = session.generate_key(&Mechanism::AesKeyGen, &template).map_err(ck("generating key"))?;
+    let handle = session
+        .generate_key(&Mechanism::AesKeyGen, &template)
+        .map_err(ck("generating key"))?;
     let key_id = key_identity(&session, label, handle)?;
-    Ok(GeneratedKey { label: label.to_string(), key_id })
+    Ok(GeneratedKey {
+        label: label.to_string(),
+        key_id,
+    })
 }

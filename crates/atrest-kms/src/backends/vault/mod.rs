@@ -29,7 +29,11 @@ use crate::backend::{derive_key_id, BackendError, KeyBackend, Wrapped};
 #[derive(Clone)]
 pub enum VaultAuth {
     Token(Zeroizing<String>),
-    AppRole { mount: String, role_id: String, secret_id: Zeroizing<String> },
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id: Zeroizing<String>,
+    },
 }
 
 /// Where the Transit key is.
@@ -76,16 +80,33 @@ impl VaultBackend {
     /// Builds the HTTP client, logs in (AppRole) and reads the key. Fails clearly if Vault is
     /// unreachable, the token is refused or the key does not exist.
     pub async fn connect(config: VaultConfig) -> Result<VaultBackend, BackendError> {
-        let mut builder = reqwest::Client::builder().timeout(config.timeout).connect_timeout(config.timeout).no_proxy();
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .no_proxy();
         if let Some(ca) = &config.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| BackendError::Config(format!("{}: {e}", ca.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| BackendError::Config(format!("{}: not a PEM CA bundle: {e}", ca.display())))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| BackendError::Config(format!("{}: {e}", ca.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                BackendError::Config(format!("{}: not a PEM CA bundle: {e}", ca.display()))
+            })?;
             builder = builder.tls_certs_only(certs);
         }
-        let http = builder.build().map_err(|e| BackendError::Config(format!("HTTP client: {e}")))?;
-        let token = TokenState { token: Zeroizing::new(String::new()), renewable: false, ttl: Duration::ZERO, obtained: Instant::now() };
-        let backend = VaultBackend { config, http, token: Mutex::new(token), keys: RwLock::new(None) };
+        let http = builder
+            .build()
+            .map_err(|e| BackendError::Config(format!("HTTP client: {e}")))?;
+        let token = TokenState {
+            token: Zeroizing::new(String::new()),
+            renewable: false,
+            ttl: Duration::ZERO,
+            obtained: Instant::now(),
+        };
+        let backend = VaultBackend {
+            config,
+            http,
+            token: Mutex::new(token),
+            keys: RwLock::new(None),
+        };
         backend.authenticate().await?;
         backend.read_key().await?;
         let id = backend.current_key_id()?;
@@ -94,7 +115,11 @@ impl VaultBackend {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/v1/{}", self.config.addr.trim_end_matches('/'), path.trim_start_matches('/'))
+        format!(
+            "{}/v1/{}",
+            self.config.addr.trim_end_matches('/'),
+            path.trim_start_matches('/')
+        )
     }
 
     fn token(&self) -> Zeroizing<String> {
@@ -112,7 +137,13 @@ impl VaultBackend {
     }
 
     /// One request; non-2xx answers become errors carrying Vault's `errors` text.
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, token: Option<&str>) -> Result<Value, BackendError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Result<Value, BackendError> {
         let mut req = self.http.request(method, self.url(path));
         if let Some(t) = token {
             req = req.header("X-Vault-Token", t);
@@ -134,7 +165,12 @@ impl VaultBackend {
             let errors = value
                 .get("errors")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
                 .unwrap_or_default();
             let msg = format!("vault {path}: HTTP {status}: {errors}");
             return Err(if status == reqwest::StatusCode::BAD_REQUEST {
@@ -146,7 +182,12 @@ impl VaultBackend {
         Ok(value)
     }
 
-    async fn authenticated(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, BackendError> {
+    async fn authenticated(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, BackendError> {
         let token = self.token();
         self.call(method, path, body, Some(&token)).await
     }
@@ -154,7 +195,14 @@ impl VaultBackend {
     async fn authenticate(&self) -> Result<(), BackendError> {
         match &self.config.auth {
             VaultAuth::Token(t) => {
-                let v = self.call(reqwest::Method::GET, "auth/token/lookup-self", None, Some(t)).await?;
+                let v = self
+                    .call(
+                        reqwest::Method::GET,
+                        "auth/token/lookup-self",
+                        None,
+                        Some(t),
+                    )
+                    .await?;
                 let data = &v["data"];
                 self.set_token(TokenState {
                     token: t.clone(),
@@ -163,13 +211,24 @@ impl VaultBackend {
                     obtained: Instant::now(),
                 });
             }
-            VaultAuth::AppRole { mount, role_id, secret_id } => {
+            VaultAuth::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => {
                 let body = json!({ "role_id": role_id, "secret_id": secret_id.as_str() });
-                let v = self.call(reqwest::Method::POST, &format!("auth/{mount}/login"), Some(body), None).await?;
+                let v = self
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("auth/{mount}/login"),
+                        Some(body),
+                        None,
+                    )
+                    .await?;
                 let auth = &v["auth"];
-                let token = auth["client_token"]
-                    .as_str()
-                    .ok_or_else(|| BackendError::Unavailable("vault AppRole login: no client_token".into()))?;
+                let token = auth["client_token"].as_str().ok_or_else(|| {
+                    BackendError::Unavailable("vault AppRole login: no client_token".into())
+                })?;
                 self.set_token(TokenState {
                     token: Zeroizing::new(token.to_string()),
                     renewable: auth["renewable"].as_bool().unwrap_or(false),
@@ -184,16 +243,27 @@ impl VaultBackend {
     /// Renews the token when half its TTL has passed; AppRole logs in again if that fails.
     async fn maintain_token(&self) -> Result<(), BackendError> {
         let (renewable, due) = match self.token.lock() {
-            Ok(g) => (g.renewable, !g.ttl.is_zero() && g.obtained.elapsed() >= g.ttl / 2),
+            Ok(g) => (
+                g.renewable,
+                !g.ttl.is_zero() && g.obtained.elapsed() >= g.ttl / 2,
+            ),
             Err(_) => (false, false),
         };
         if !due {
             return Ok(());
         }
         let renewed = if renewable {
-            match self.authenticated(reqwest::Method::POST, "auth/token/renew-self", Some(json!({}))).await {
+            match self
+                .authenticated(
+                    reqwest::Method::POST,
+                    "auth/token/renew-self",
+                    Some(json!({})),
+                )
+                .await
+            {
                 Ok(v) => {
-                    let ttl = Duration::from_secs(v["auth"]["lease_duration"].as_u64().unwrap_or(0));
+                    let ttl =
+                        Duration::from_secs(v["auth"]["lease_duration"].as_u64().unwrap_or(0));
                     if let Ok(mut g) = self.token.lock() {
                         g.ttl = ttl;
                         g.obtained = Instant::now();
@@ -218,12 +288,16 @@ impl VaultBackend {
     /// Reads the Transit key: latest version and creation time of each version.
     async fn read_key(&self) -> Result<(), BackendError> {
         let path = format!("{}/keys/{}", self.config.mount, self.config.key);
-        let v = self.authenticated(reqwest::Method::GET, &path, None).await?;
+        let v = self
+            .authenticated(reqwest::Method::GET, &path, None)
+            .await?;
         let data = &v["data"];
         let latest = data["latest_version"]
             .as_u64()
             .ok_or_else(|| BackendError::Unavailable(format!("vault {path}: no latest_version")))?;
-        let versions = data["keys"].as_object().ok_or_else(|| BackendError::Unavailable(format!("vault {path}: no keys")))?;
+        let versions = data["keys"]
+            .as_object()
+            .ok_or_else(|| BackendError::Unavailable(format!("vault {path}: no keys")))?;
         let ns = self.config.namespace.clone().unwrap_or_default();
         let mut ids = BTreeMap::new();
         for (ver, created) in versions {
@@ -231,15 +305,27 @@ impl VaultBackend {
             let created = created.to_string();
             let hash = derive_key_id(
                 "",
-                &[ns.as_bytes(), self.config.mount.as_bytes(), self.config.key.as_bytes(), ver.as_bytes(), created.as_bytes()],
+                &[
+                    ns.as_bytes(),
+                    self.config.mount.as_bytes(),
+                    self.config.key.as_bytes(),
+                    ver.as_bytes(),
+                    created.as_bytes(),
+                ],
             );
             ids.insert(n, format!("vault-v{n}-{hash}"));
         }
         if !ids.contains_key(&latest) {
-            return Err(BackendError::Unavailable(format!("vault {path}: latest version {latest} not listed")));
+            return Err(BackendError::Unavailable(format!(
+                "vault {path}: latest version {latest} not listed"
+            )));
         }
         let changed = {
-            let old = self.keys.read().ok().and_then(|g| g.as_ref().map(|k| k.ids.get(&k.latest).cloned()));
+            let old = self
+                .keys
+                .read()
+                .ok()
+                .and_then(|g| g.as_ref().map(|k| k.ids.get(&k.latest).cloned()));
             old.flatten() != ids.get(&latest).cloned()
         };
         if changed {
@@ -254,12 +340,21 @@ impl VaultBackend {
     }
 
     fn key_state(&self) -> Result<KeyState, BackendError> {
-        let g = self.keys.read().map_err(|_| BackendError::Unavailable("vault key state poisoned".into()))?;
-        g.clone().ok_or_else(|| BackendError::Unavailable("vault key not read yet".into()))
+        let g = self
+            .keys
+            .read()
+            .map_err(|_| BackendError::Unavailable("vault key state poisoned".into()))?;
+        g.clone()
+            .ok_or_else(|| BackendError::Unavailable("vault key not read yet".into()))
     }
 
     fn version_of(&self, key_id: &str) -> Option<u64> {
-        self.key_state().ok()?.ids.iter().find(|(_, id)| id.as_str() == key_id).map(|(v, _)| *v)
+        self.key_state()
+            .ok()?
+            .ids
+            .iter()
+            .find(|(_, id)| id.as_str() == key_id)
+            .map(|(v, _)| *v)
     }
 }
 
@@ -271,7 +366,10 @@ impl KeyBackend for VaultBackend {
 
     fn current_key_id(&self) -> Result<String, BackendError> {
         let s = self.key_state()?;
-        s.ids.get(&s.latest).cloned().ok_or_else(|| BackendError::Unavailable("vault key has no latest version".into()))
+        s.ids
+            .get(&s.latest)
+            .cloned()
+            .ok_or_else(|| BackendError::Unavailable("vault key has no latest version".into()))
     }
 
     async fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, BackendError> {
@@ -280,15 +378,23 @@ impl KeyBackend for VaultBackend {
         let b64 = Zeroizing::new(B64.encode(plaintext));
         let body = json!({ "plaintext": b64.as_str(), "key_version": state.latest });
         let path = format!("{}/encrypt/{}", self.config.mount, self.config.key);
-        let v = self.authenticated(reqwest::Method::POST, &path, Some(body)).await?;
-        let ct = v["data"]["ciphertext"]
-            .as_str()
-            .ok_or_else(|| BackendError::Unavailable(format!("vault {path}: no ciphertext in answer")))?;
+        let v = self
+            .authenticated(reqwest::Method::POST, &path, Some(body))
+            .await?;
+        let ct = v["data"]["ciphertext"].as_str().ok_or_else(|| {
+            BackendError::Unavailable(format!("vault {path}: no ciphertext in answer"))
+        })?;
         let want = format!("vault:v{}:", state.latest);
         if !ct.starts_with(&want) {
-            return Err(BackendError::Unavailable(format!("vault {path}: answered with another key version")));
+            return Err(BackendError::Unavailable(format!(
+                "vault {path}: answered with another key version"
+            )));
         }
-        Ok(Wrapped { key_id, ciphertext: ct.as_bytes().to_vec(), annotations: BTreeMap::new() })
+        Ok(Wrapped {
+            key_id,
+            ciphertext: ct.as_bytes().to_vec(),
+            annotations: BTreeMap::new(),
+        })
     }
 
     async fn unwrap(
@@ -302,19 +408,31 @@ impl KeyBackend for VaultBackend {
             None => {
                 // Maybe rotated on the server since our last read: re-read once.
                 self.read_key().await?;
-                self.version_of(key_id).ok_or_else(|| BackendError::UnknownKeyId(key_id.to_string()))?
+                self.version_of(key_id)
+                    .ok_or_else(|| BackendError::UnknownKeyId(key_id.to_string()))?
             }
         };
-        let ct = std::str::from_utf8(ciphertext).map_err(|_| BackendError::BadCiphertext("not a vault ciphertext".into()))?;
+        let ct = std::str::from_utf8(ciphertext)
+            .map_err(|_| BackendError::BadCiphertext("not a vault ciphertext".into()))?;
         if !ct.starts_with(&format!("vault:v{version}:")) {
-            return Err(BackendError::BadCiphertext("ciphertext was not made with this key id".into()));
+            return Err(BackendError::BadCiphertext(
+                "ciphertext was not made with this key id".into(),
+            ));
         }
         let path = format!("{}/decrypt/{}", self.config.mount, self.config.key);
-        let v = self.authenticated(reqwest::Method::POST, &path, Some(json!({ "ciphertext": ct }))).await?;
-        let pt = v["data"]["plaintext"]
-            .as_str()
-            .ok_or_else(|| BackendError::Unavailable(format!("vault {path}: no plaintext in answer")))?;
-        B64.decode(pt.as_bytes()).map(Zeroizing::new).map_err(|_| BackendError::Unavailable(format!("vault {path}: bad base64")))
+        let v = self
+            .authenticated(
+                reqwest::Method::POST,
+                &path,
+                Some(json!({ "ciphertext": ct })),
+            )
+            .await?;
+        let pt = v["data"]["plaintext"].as_str().ok_or_else(|| {
+            BackendError::Unavailable(format!("vault {path}: no plaintext in answer"))
+        })?;
+        B64.decode(pt.as_bytes())
+            .map(Zeroizing::new)
+            .map_err(|_| BackendError::Unavailable(format!("vault {path}: bad base64")))
     }
 
     async fn refresh(&self) -> Result<(), BackendError> {
