@@ -78,3 +78,10 @@ pub(crate) fn invalid_aes_key_size(len: usize) -> TransformError {
 pub(crate) fn too_short() -> TransformError {
     TransformError::msg("the stored data was shorter than the required size")
 }
+
+/// A fresh key of `len` bytes from the OS CSPRNG, for `secret:` in aescbc/aesgcm/secretbox keys.
+pub fn generate_key(len: usize) -> Result<zeroize::Zeroizing<Vec<u8>>, TransformError> {
+    let mut key = zeroize::Zeroizing::new(vec![0u8; len]);
+    random::fill(&mut key)?;
+    Ok(key)
+}
