@@ -1,0 +1,283 @@
+//! `atrest encrypt | decrypt | keygen | bench` end to end, through the real binary.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
+const KEY: &str = "/registry/secrets/default/s1";
+
+fn atrest(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn config_file(dir: &Path, name: &str, providers: &str) -> PathBuf {
+    let path = dir.join(name);
+    let yaml = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources:\n      - secrets\n    providers:\n{providers}"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn keyed(provider: &str, name: &str, secret: &[u8]) -> String {
+    format!("      - {provider}:\n          keys:\n            - name: {name}\n              secret: {}\n", B64.encode(secret))
+}
+
+fn crypto_args<'a>(op: &'a str, config: &'a Path) -> Vec<&'a str> {
+    vec![
+        op,
+        "--config",
+        config.to_str().unwrap(),
+        "--resource",
+        "secrets",
+        "--etcd-key",
+        KEY,
+    ]
+}
+
+fn assert_failed(out: &Output, stderr_contains: &str) {
+    assert!(!out.status.success(), "expected failure");
+    assert!(out.stdout.is_empty(), "nothing on stdout on failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(stderr_contains), "stderr: {stderr}");
+}
+
+#[test]
+fn round_trip_per_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "aescbc",
+            keyed("aescbc", "k1", &[1; 16]),
+            "k8s:enc:aescbc:v1:k1:",
+        ),
+        (
+            "aesgcm",
+            keyed("aesgcm", "k1", &[2; 24]),
+            "k8s:enc:aesgcm:v1:k1:",
+        ),
+        (
+            "secretbox",
+            keyed("secretbox", "k1", &[3; 32]),
+            "k8s:enc:secretbox:v1:k1:",
+        ),
+        ("identity", "      - identity: {}\n".to_string(), ""),
+    ];
+    let plaintext = b"k8s\x00\x0a\x0csome secret bytes\xff\x00";
+    for (name, providers, prefix) in cases {
+        let config = config_file(dir.path(), &format!("{name}.yaml"), &providers);
+        let enc = atrest(&crypto_args("encrypt", &config), plaintext);
+        assert!(
+            enc.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&enc.stderr)
+        );
+        assert!(enc.stdout.starts_with(prefix.as_bytes()), "{name}");
+        let dec = atrest(&crypto_args("decrypt", &config), &enc.stdout);
+        assert!(
+            dec.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&dec.stderr)
+        );
+        assert_eq!(dec.stdout, plaintext, "{name}");
+        let stderr = String::from_utf8_lossy(&dec.stderr);
+        assert!(
+            stderr.contains(&format!("read by {name}")) && stderr.contains("stale: no"),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn decrypt_reports_json_and_staleness() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = config_file(dir.path(), "old.yaml", &keyed("aesgcm", "old", &[4; 32]));
+    let rotated = config_file(
+        dir.path(),
+        "rotated.yaml",
+        &(keyed("aesgcm", "new", &[5; 32]) + &keyed("aesgcm", "old", &[4; 32])),
+    );
+    let mut args = crypto_args("encrypt", &old);
+    args.push("--output-base64");
+    let enc = atrest(&args, b"value");
+    assert!(enc.status.success());
+    let mut args = crypto_args("decrypt", &rotated);
+    args.extend(["--input-base64", "-o", "json"]);
+    let dec = atrest(&args, &enc.stdout);
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    assert_eq!(dec.stdout, b"value");
+    let report: serde_json::Value = serde_json::from_slice(dec.stderr.trim_ascii()).unwrap();
+    assert_eq!(report["provider"], "aesgcm");
+    assert_eq!(report["provider_index"], 1);
+    assert_eq!(report["key_name"], "old");
+    assert_eq!(report["stale"], true);
+}
+
+#[test]
+fn decrypts_a_value_written_by_kube_apiserver() {
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/vectors");
+    let line = std::fs::read_to_string(vectors.join("aesgcm.jsonl"))
+        .unwrap()
+        .lines()
+        .nth(5)
+        .unwrap()
+        .to_string();
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let config = vectors.join(record["config"].as_str().unwrap());
+    let args = [
+        "decrypt",
+        "--config",
+        config.to_str().unwrap(),
+        "--resource",
+        record["resource"].as_str().unwrap(),
+        "--etcd-key",
+        record["etcd_key"].as_str().unwrap(),
+        "--input-base64",
+        "--output-base64",
+    ];
+    let dec = atrest(&args, record["stored_b64"].as_str().unwrap().as_bytes());
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(dec.stdout).unwrap().trim(),
+        record["plaintext_b64"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn failures_exit_non_zero_with_empty_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = config_file(dir.path(), "good.yaml", &keyed("aesgcm", "k", &[6; 32]));
+    let wrong = config_file(dir.path(), "wrong.yaml", &keyed("aesgcm", "k", &[7; 32]));
+    let enc = atrest(&crypto_args("encrypt", &good), b"value");
+    assert!(enc.status.success());
+
+    assert_failed(
+        &atrest(&crypto_args("decrypt", &wrong), &enc.stdout),
+        "cipher: message authentication failed",
+    );
+    assert_failed(
+        &atrest(&crypto_args("decrypt", &good), &enc.stdout[..30]),
+        "the stored data was shorter than the required size",
+    );
+    let mut other_key = crypto_args("decrypt", &good);
+    other_key[6] = "/registry/secrets/default/other";
+    assert_failed(
+        &atrest(&other_key, &enc.stdout),
+        "cipher: message authentication failed",
+    );
+    assert_failed(
+        &atrest(&crypto_args("decrypt", &good), b"plain"),
+        "no matching prefix found",
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources: []\n",
+    )
+    .unwrap();
+    assert_failed(&atrest(&crypto_args("encrypt", &bad), b"value"), "bad.yaml");
+    let missing = dir.path().join("missing.yaml");
+    assert_failed(
+        &atrest(&crypto_args("encrypt", &missing), b"value"),
+        "missing.yaml",
+    );
+    let mut bad_b64 = crypto_args("decrypt", &good);
+    bad_b64.push("--input-base64");
+    assert_failed(&atrest(&bad_b64, b"%%%"), "base64");
+}
+
+#[test]
+fn keygen_makes_usable_keys() {
+    let out = atrest(&["keygen", "--provider", "aesgcm", "--size", "16"], b"");
+    assert!(out.status.success());
+    assert_eq!(
+        B64.decode(String::from_utf8(out.stdout).unwrap().trim())
+            .unwrap()
+            .len(),
+        16
+    );
+    let a = atrest(&["keygen", "--provider", "secretbox"], b"").stdout;
+    let b = atrest(&["keygen", "--provider", "secretbox"], b"").stdout;
+    assert_ne!(a, b);
+    assert_failed(
+        &atrest(&["keygen", "--provider", "secretbox", "--size", "24"], b""),
+        "32 bytes",
+    );
+
+    let snippet = atrest(
+        &[
+            "keygen",
+            "--provider",
+            "aescbc",
+            "--name",
+            "fresh",
+            "-o",
+            "yaml",
+        ],
+        b"",
+    );
+    assert!(snippet.status.success());
+    let snippet = String::from_utf8(snippet.stdout).unwrap();
+    let indented: String = snippet.lines().map(|l| format!("      {l}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "gen.yaml", &indented);
+    let enc = atrest(&crypto_args("encrypt", &config), b"v");
+    assert!(
+        enc.status.success(),
+        "{}\n{snippet}",
+        String::from_utf8_lossy(&enc.stderr)
+    );
+    assert!(enc.stdout.starts_with(b"k8s:enc:aescbc:v1:fresh:"));
+}
+
+#[test]
+fn bench_json_rows() {
+    let out = atrest(&["bench", "-o", "json", "--duration-ms", "2"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 6 * 2 * 2);
+    for row in &rows {
+        assert!(row["ns_per_op"].as_f64().unwrap() > 0.0);
+        assert!(row["mb_per_s"].as_f64().unwrap() > 0.0);
+        assert!([1024, 65536].contains(&row["size"].as_u64().unwrap()));
+    }
+    let providers: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        providers.into_iter().collect::<Vec<_>>(),
+        [
+            "aescbc",
+            "aesgcm",
+            "identity",
+            "kmsv1",
+            "kmsv2",
+            "secretbox"
+        ]
+    );
+}
