@@ -97,9 +97,9 @@ impl TestClient {
         let mut out = Vec::new();
         let end = range_end(prefix.as_bytes());
         let mut start = prefix.as_bytes().to_vec();
-        let mut kv = self.client.kv_client();
+        let mut kv = self.client.kv_client().max_decoding_message_size(256 << 20);
         loop {
-            let opts = GetOptions::new().with_range(end.clone()).with_limit(5000);
+            let opts = GetOptions::new().with_range(end.clone()).with_limit(1000);
             let r = self
                 .rt
                 .block_on(kv.get(start.clone(), Some(opts)))

@@ -1,0 +1,175 @@
+//! Rendering of status reports (live `status` and `snapshot status` alike): a table or JSON, the
+//! exit code, and a progress bar on stderr when it is a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+
+use atrest_store::etcd::status::ScanProgress;
+use atrest_store::report::{ExitClass, Row, StatusReport};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// `-o table|json`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+/// The exit code for a report: 0 all current, 3 stale/plaintext present, 4 unreadable present.
+pub fn exit_code(class: ExitClass) -> ExitCode {
+    ExitCode::from(match class {
+        ExitClass::AllCurrent => crate::exit::SUCCESS,
+        ExitClass::NotCurrent => crate::exit::NOT_CURRENT,
+        ExitClass::Unreadable => crate::exit::UNREADABLE,
+    })
+}
+
+fn state(row: &Row) -> &'static str {
+    match (row.unreadable, row.covered, row.stale) {
+        (true, _, _) => "unreadable",
+        (false, false, _) => "not covered",
+        (false, true, Some(true)) => "stale",
+        (false, true, _) => "current",
+    }
+}
+
+fn key_column(row: &Row) -> String {
+    match (&row.key_name, &row.key_id) {
+        (Some(name), Some(id)) => format!("{name} (key_id {id})"),
+        (Some(name), None) => name.clone(),
+        (None, Some(id)) => format!("key_id {id}"),
+        (None, None) => "-".into(),
+    }
+}
+
+/// Writes the report as a table or as JSON (`{"rows": [...], "totals": {...}, "unreadable": [...]}`).
+pub fn render_status(
+    report: &StatusReport,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    match format {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, report)?;
+            writeln!(out)
+        }
+        OutputFormat::Table => render_table(report, out),
+    }
+}
+
+fn render_table(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<()> {
+    let header = ["RESOURCE", "PROVIDER", "KEY", "STATE", "COUNT"];
+    let cells: Vec<[String; 5]> = report
+        .rows
+        .iter()
+        .map(|r| {
+            [
+                r.resource.clone(),
+                r.provider.clone(),
+                key_column(r),
+                state(r).into(),
+                r.count.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cols: [&str; 5], out: &mut dyn Write| -> std::io::Result<()> {
+        writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {:>w4$}",
+            cols[0],
+            cols[1],
+            cols[2],
+            cols[3],
+            cols[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+            w4 = widths[4]
+        )
+    };
+    line(header, out)?;
+    for (row, c) in report.rows.iter().zip(&cells) {
+        line([&c[0], &c[1], &c[2], &c[3], &c[4]], out)?;
+        for key in row.objects.iter().flatten() {
+            writeln!(out, "    {key}")?;
+        }
+    }
+    let t = &report.totals;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{} objects: {} covered ({} current, {} stale of which {} unencrypted), {} not covered, {} unreadable",
+        t.objects, t.covered, t.current, t.stale, t.unencrypted_covered, t.uncovered, t.unreadable
+    )?;
+    if !report.unreadable.is_empty() {
+        writeln!(out)?;
+        let more = t.unreadable.saturating_sub(report.unreadable.len() as u64);
+        writeln!(
+            out,
+            "Unreadable values{}:",
+            if more > 0 {
+                format!(" (first {})", report.unreadable.len())
+            } else {
+                String::new()
+            }
+        )?;
+        for u in &report.unreadable {
+            writeln!(out, "  {}: {}", u.key, u.error)?;
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar with rate and ETA on stderr, only when stderr is a terminal.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(message: &'static str) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
+        }
+        let bar = ProgressBar::new(0);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(message);
+        Progress { bar: Some(bar) }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl ScanProgress for Progress {
+    fn set_total(&self, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
