@@ -21,7 +21,7 @@ pub(crate) enum DataKey {
     /// `AES_GCM_KEY`: the plaintext is the AES-GCM key. The counter only matters for writing.
     Dek { key: GcmKey, counter: AtomicU64 },
     /// `HKDF_SHA256_XNONCE_AES_GCM_SEED`: per-object keys are HKDF-Expand(seed, info).
-    Seed(hmac::Key),
+    Seed(Box<hmac::Key>),
 }
 
 impl DataKey {
@@ -39,7 +39,10 @@ impl DataKey {
                 plaintext.len()
             )));
         }
-        Ok(DataKey::Seed(hmac::Key::new(hmac::HMAC_SHA256, plaintext)))
+        Ok(DataKey::Seed(Box::new(hmac::Key::new(
+            hmac::HMAC_SHA256,
+            plaintext,
+        ))))
     }
 
     /// HKDF-Expand-SHA256(PRK = seed, info, L = 32) has a single output block, which is exactly

@@ -81,13 +81,16 @@ impl std::fmt::Debug for KmsV2Options {
     }
 }
 
+/// Decrypted DEKs/seeds by cache key, with their insertion time.
+type DekCache = HashMap<[u8; 32], (Arc<DataKey>, SystemTime)>;
+
 pub(crate) struct KmsV2Provider {
     name: String,
     prefix: Vec<u8>,
     service: Arc<dyn KmsV2Service>,
     tracker: Tracker,
     clock: Arc<dyn Clock>,
-    cache: Mutex<HashMap<[u8; 32], (Arc<DataKey>, SystemTime)>>,
+    cache: Mutex<DekCache>,
 }
 
 impl KmsV2Provider {
