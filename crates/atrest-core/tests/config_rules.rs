@@ -409,3 +409,30 @@ fn file_errors_name_the_path_and_hash_covers_raw_bytes() {
     );
     assert_ne!(a.content_hash, b.content_hash);
 }
+
+#[test]
+fn the_missing_kind_echo_of_the_file_redacts_secrets() {
+    // kube-apiserver quotes the whole file in this error, secret included; atrest redacts it.
+    let yaml = format!("resources:\n  - resources: [secrets]\n    providers:\n      - aescbc: {{keys: [{{name: k, secret: '{KEY32}'}}]}}\n");
+    let shown = error(&yaml, &opts());
+    assert!(
+        shown.contains("Object 'Kind' is missing in 'resources:\n"),
+        "{shown}"
+    );
+    assert!(shown.contains("secret: 'REDACTED'"), "{shown}");
+    assert!(!shown.contains(&KEY32[..16]), "{shown}");
+}
+
+#[test]
+fn json_floats_are_not_integers() {
+    let json = "{\"apiVersion\":\"apiserver.config.k8s.io/v1\",\"kind\":\"EncryptionConfiguration\",\"resources\":[{\"resources\":[\"secrets\"],\"providers\":[{\"kms\":{\"name\":\"k\",\"endpoint\":\"unix:///a.sock\",\"cachesize\":100.5}}]}]}";
+    assert!(error(json, &with_gate()).contains("cannot unmarshal number 100.5 into Go struct field KMSConfiguration.resources.providers.kms.cachesize of type int32"));
+    // In YAML, 100.0 is a float that Go's YAML-to-JSON step prints as 100.
+    assert_eq!(
+        error(
+            &kms("name: k, endpoint: 'unix:///a.sock', cachesize: 100.0"),
+            &with_gate()
+        ),
+        "ok"
+    );
+}

@@ -129,7 +129,8 @@ fn check_type(root: Option<&Node>, bytes: &[u8]) -> Result<(), DecodeError> {
             _ => return fail(format!("unexpected GroupVersion string: {gv}")),
         },
     };
-    let original = String::from_utf8_lossy(bytes);
+    // Upstream echoes the whole file here, secrets included; we echo it with secrets redacted.
+    let original = redact_secrets(&String::from_utf8_lossy(bytes), root);
     if kind.is_empty() {
         return fail(format!("Object 'Kind' is missing in '{original}'"));
     }
@@ -529,9 +530,13 @@ impl Decoder {
         let whole = match node.value {
             Value::Null => return None,
             Value::Int(i) => i32::try_from(i).ok(),
-            // A YAML float reaches Go's JSON decoder as its shortest text, so 100.0 becomes "100".
+            // A YAML float reaches Go's JSON decoder as its shortest text, so 100.0 becomes "100";
+            // a JSON file's `100.0` is decoded from its literal text and refused.
             Value::Float(f)
-                if f.fract() == 0.0 && f >= f64::from(i32::MIN) && f <= f64::from(i32::MAX) =>
+                if !self.check_duplicates
+                    && f.fract() == 0.0
+                    && f >= f64::from(i32::MIN)
+                    && f <= f64::from(i32::MAX) =>
             {
                 Some(f as i32)
             }
@@ -572,6 +577,35 @@ impl Decoder {
         self.fatal = Some(Located { message, line });
         self.aborted = true;
     }
+}
+
+/// `text` with every `secret:` value found in the tree replaced by `REDACTED`.
+fn redact_secrets(text: &str, root: Option<&Node>) -> String {
+    let mut secrets: Vec<&str> = Vec::new();
+    let mut stack: Vec<&Node> = root.into_iter().collect();
+    while let Some(node) = stack.pop() {
+        match &node.value {
+            Value::Seq(items) => stack.extend(items.iter()),
+            Value::Map(entries) => {
+                for entry in entries {
+                    match &entry.value.value {
+                        Value::Str(s) if entry.key == "secret" && !s.is_empty() => {
+                            secrets.push(s.as_str())
+                        }
+                        _ => stack.push(&entry.value),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Longest first, so that a secret containing another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_owned();
+    for secret in secrets {
+        out = out.replace(secret, "REDACTED");
+    }
+    out
 }
 
 /// Go names a number that does not fit its target with its text: `number 1.5`.

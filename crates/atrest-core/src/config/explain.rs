@@ -64,7 +64,7 @@ pub fn explain(config: &EncryptionConfiguration, opts: &LoadOptions) -> Explanat
         .enumerate()
         .map(|(index, entry)| {
             let read_order: Vec<Step> = entry.providers.iter().flat_map(steps).collect();
-            let write = read_order.first().cloned().unwrap_or_else(|| identity_step());
+            let write = read_order.first().cloned().unwrap_or_else(identity_step);
             let mut warnings = provider_warnings(&entry.providers, opts);
             for m in masked.iter().filter(|m| m.entry == index) {
                 warnings.push(Warning::new(
