@@ -1,0 +1,281 @@
+//! `snapshot get` and `snapshot export`: decrypt with the config's providers (KMS through the
+//! plugin sockets it names), decode, and write objects for a restore.
+//!
+//! Restore-friendly output (default for `export`): server-set fields that `kubectl apply`/`create`
+//! rejects or that would be wrong in a new cluster are removed from `metadata`: `resourceVersion`
+//! (conflicts), `uid` (precondition failures), `creationTimestamp`, `generation`, `managedFields`,
+//! `selfLink`, and `ownerReferences` (owners get new UIDs on restore; dangling references would let
+//! the garbage collector delete the restored object). `--keep-server-fields` writes objects exactly
+//! as stored.
+
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use atrest_core::GroupResource;
+use atrest_store::decode::decode_object;
+use atrest_store::keymap::{self, KeyInfo};
+use serde_json::Value;
+
+use super::progress::Progress;
+use super::{load_config, open_and_index, yaml, ConfigArgs, SnapshotArgs};
+use crate::exit;
+
+/// Fields dropped from `metadata` by default on export.
+pub const SERVER_FIELDS: &[&str] =
+    &["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink", "ownerReferences"];
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetFormat {
+    Yaml,
+    Json,
+    /// The decrypted storage bytes (protobuf or JSON), unchanged.
+    Raw,
+}
+
+#[derive(clap::Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    snapshot: SnapshotArgs,
+    /// Resource as an EncryptionConfiguration names it: `secrets`, `deployments.apps`, `widgets.example.com`.
+    resource: String,
+    /// `NAMESPACE/NAME`, or `NAME` for cluster-scoped objects.
+    name: String,
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[arg(long, short = 'o', value_enum, default_value = "yaml")]
+    output: GetFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A `---` separated YAML stream (`kubectl apply -f`).
+    Yaml,
+    /// A `v1/List` object.
+    Json,
+    /// One file per object: `DIR/<resource>/<namespace>/<name>.yaml` (cluster-scoped: `DIR/<resource>/<name>.yaml`).
+    Dir,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    snapshot: SnapshotArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Only these resources (repeatable), e.g. `secrets`, `widgets.example.com`. Default: every object.
+    #[arg(long)]
+    resource: Vec<String>,
+    /// Only objects in this namespace.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    #[arg(long, short = 'o', value_enum, default_value = "yaml")]
+    output: ExportFormat,
+    /// Output file (yaml, json; default stdout) or directory (dir; required). Files are created 0600.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Keep resourceVersion, uid, managedFields, ownerReferences, ... as stored.
+    #[arg(long)]
+    keep_server_fields: bool,
+}
+
+fn decrypt_decode(
+    transformers: &atrest_core::Transformers,
+    info: &KeyInfo,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(Vec<u8>, Value), String> {
+    let outcome = transformers.for_resource(&info.resource).read(value, key).map_err(|e| format!("decrypt: {e}"))?;
+    let object = decode_object(&outcome.plaintext).map_err(|e| format!("decode: {e}"))?;
+    Ok((outcome.plaintext, object))
+}
+
+fn set_resource_version(object: &mut Value, mod_revision: i64) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(mod_revision.to_string()));
+    }
+}
+
+pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
+    let transformers = load_config(&args.config)?;
+    let gr = GroupResource::parse(&args.resource);
+    let (ns, name) = match args.name.split_once('/') {
+        Some((ns, name)) => (Some(ns), name),
+        None => (None, args.name.as_str()),
+    };
+    let key = keymap::key_for(&args.snapshot.etcd_prefix, &gr, ns, name);
+    let (snap, index) = open_and_index(&args.snapshot, key.clone().into_bytes())?;
+    let Some((_, rev)) = index.entries().find(|(k, _)| *k == key.as_bytes()) else {
+        anyhow::bail!("{} {:?} not found in the snapshot at revision {} (key {key})", gr, args.name, index.revision);
+    };
+    let kv = snap.fetch(key.as_bytes(), rev).with_context(|| format!("reading {key}"))?;
+    let info = KeyInfo { resource: gr, namespace: ns.map(str::to_string), name: name.to_string() };
+    let (plaintext, mut object) =
+        decrypt_decode(&transformers, &info, &kv.key, &kv.value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    set_resource_version(&mut object, kv.mod_revision);
+    let mut out = io::stdout().lock();
+    match args.output {
+        GetFormat::Raw => out.write_all(&plaintext)?,
+        GetFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&object)?)?,
+        GetFormat::Yaml => out.write_all(yaml::document(&object)?.as_bytes())?,
+    }
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
+/// Removes [`SERVER_FIELDS`] from `metadata`.
+pub fn strip_server_fields(object: &mut Value) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in SERVER_FIELDS {
+            meta.remove(*f);
+        }
+    }
+}
+
+/// A path component from untrusted snapshot data: refuse anything that could escape the directory.
+fn safe_component(s: &str) -> Option<&str> {
+    let ok = !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0']) && s.len() <= 253;
+    ok.then_some(s)
+}
+
+fn create_private(path: &Path) -> io::Result<fs::File> {
+    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    // An existing file keeps its mode on open: tighten it.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(file)
+}
+
+enum Sink {
+    Stream { out: Box<dyn Write>, json: bool, first: bool },
+    Dir(PathBuf),
+}
+
+impl Sink {
+    fn new(args: &ExportArgs) -> anyhow::Result<Sink> {
+        let open = |p: &Path| -> anyhow::Result<Box<dyn Write>> {
+            Ok(Box::new(BufWriter::new(create_private(p).with_context(|| format!("creating {}", p.display()))?)))
+        };
+        Ok(match args.output {
+            ExportFormat::Dir => {
+                let dir = args.out.clone().context("-o dir needs --out DIR")?;
+                DirBuilder::new().recursive(true).mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                Sink::Dir(dir)
+            }
+            format => {
+                let mut out: Box<dyn Write> = match &args.out {
+                    Some(p) => open(p)?,
+                    None => Box::new(BufWriter::new(io::stdout())),
+                };
+                let json = format == ExportFormat::Json;
+                if json {
+                    out.write_all(b"{\n\"apiVersion\": \"v1\",\n\"kind\": \"List\",\n\"metadata\": {},\n\"items\": [\n")?;
+                }
+                Sink::Stream { out, json, first: true }
+            }
+        })
+    }
+
+    fn write(&mut self, info: &KeyInfo, object: &Value) -> Result<(), String> {
+        match self {
+            Sink::Stream { out, json, first } => {
+                let text = if *json {
+                    let sep = if *first { "" } else { ",\n" };
+                    format!("{sep}{}", serde_json::to_string_pretty(object).map_err(|e| e.to_string())?)
+                } else {
+                    yaml::document(object).map_err(|e| e.to_string())?
+                };
+                *first = false;
+                out.write_all(text.as_bytes()).map_err(|e| format!("writing output: {e}"))
+            }
+            Sink::Dir(root) => {
+                let bad = |what: &str| format!("unsafe {what} for a file name");
+                let mut dir = root.join(safe_component(&info.resource.to_string()).ok_or_else(|| bad("resource"))?);
+                if let Some(ns) = &info.namespace {
+                    dir = dir.join(safe_component(ns).ok_or_else(|| bad("namespace"))?);
+                }
+                let file = dir.join(format!("{}.yaml", safe_component(&info.name).ok_or_else(|| bad("name"))?));
+                DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let text = yaml::document(object).map_err(|e| e.to_string())?;
+                create_private(&file)
+                    .and_then(|mut f| f.write_all(text.as_bytes()))
+                    .map_err(|e| format!("{}: {e}", file.display()))
+            }
+        }
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        if let Sink::Stream { mut out, json, .. } = self {
+            if json {
+                out.write_all(b"\n]\n}\n")?;
+            }
+            out.flush().context("writing output")?;
+        }
+        Ok(())
+    }
+}
+
+pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let transformers = load_config(&args.config)?;
+    let prefix = keymap::normalize_prefix(&args.snapshot.etcd_prefix);
+    let resources: Vec<GroupResource> = args.resource.iter().map(|r| GroupResource::parse(r)).collect();
+    // One resource: index only its key range.
+    let index_prefix = match resources.as_slice() {
+        [one] => keymap::resource_range(&prefix, one).0,
+        _ => prefix.clone().into_bytes(),
+    };
+    let (snap, index) = open_and_index(&args.snapshot, index_prefix)?;
+    let mut sink = Sink::new(&args)?;
+    let mut exported = std::collections::BTreeMap::<String, u64>::new();
+    let mut failures: Vec<(String, String)> = Vec::new();
+    let mut bar = Progress::count("exporting", index.len() as u64);
+    for (n, kv) in snap.latest(&index).enumerate() {
+        bar.update(n as u64 + 1, index.len() as u64);
+        let kv = kv.with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
+        let key_text = String::from_utf8_lossy(&kv.key).into_owned();
+        let Some(info) = keymap::parse_key(&prefix, &kv.key) else {
+            if resources.is_empty() {
+                failures.push((key_text, "key does not map to a resource".into()));
+            }
+            continue;
+        };
+        if !resources.is_empty() && !resources.contains(&info.resource) {
+            continue;
+        }
+        if args.namespace.is_some() && info.namespace != args.namespace {
+            continue;
+        }
+        let mut object = match decrypt_decode(&transformers, &info, &kv.key, &kv.value) {
+            Ok((_, object)) => object,
+            Err(e) => {
+                eprintln!("error: {key_text}: {e}");
+                failures.push((key_text, e));
+                continue;
+            }
+        };
+        if !args.keep_server_fields {
+            strip_server_fields(&mut object);
+        }
+        if let Err(e) = sink.write(&info, &object) {
+            eprintln!("error: {key_text}: {e}");
+            failures.push((key_text, e));
+            continue;
+        }
+        *exported.entry(info.resource.to_string()).or_default() += 1;
+    }
+    bar.finish();
+    sink.finish()?;
+    let total: u64 = exported.values().sum();
+    let per: Vec<String> = exported.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    eprintln!(
+        "exported {total} objects at revision {} ({}); {} failed",
+        index.revision,
+        if per.is_empty() { "none".to_string() } else { per.join(", ") },
+        failures.len()
+    );
+    for (key, reason) in &failures {
+        eprintln!("  failed: {key}: {reason}");
+    }
+    Ok(ExitCode::from(if failures.is_empty() { exit::SUCCESS } else { exit::UNREADABLE }))
+}

@@ -1,0 +1,55 @@
+//! Helpers shared by the snapshot and backup tests: the `atrest` binary, `etcdctl snapshot save`,
+//! deletes through the test client.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use atrest_testkit::load::TestClient;
+use atrest_testkit::EtcdServer;
+
+pub fn atrest() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_atrest"))
+}
+
+/// Runs `atrest ARGS`; returns (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, Vec<u8>, String) {
+    let out = atrest().args(args).stdin(Stdio::null()).output().expect("run atrest");
+    decode(out)
+}
+
+pub fn decode(out: Output) -> (i32, Vec<u8>, String) {
+    let code = out.status.code().unwrap_or(-1);
+    (code, out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `etcdctl snapshot save` (the real tool, which appends the SHA-256 trailer). Fails loudly
+/// without etcdctl.
+pub fn snapshot_save(server: &EtcdServer, path: &Path) {
+    let out = Command::new(std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into()))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", server.endpoint()))
+        .args(["snapshot", "save"])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("etcdctl not runnable ({e}): install etcd-client (apt-get install etcd-client) or set ETCDCTL_BIN"));
+    assert!(out.status.success(), "etcdctl snapshot save failed: {}", String::from_utf8_lossy(&out.stderr));
+    let len = std::fs::metadata(path).expect("snapshot written").len();
+    assert_eq!(len % 512, 32, "etcdctl appends a 32-byte SHA-256 trailer");
+}
+
+pub fn delete(client: &TestClient, key: &str) -> i64 {
+    let mut kv = client.client().kv_client();
+    let r = client.block_on(kv.delete(key, None)).expect("delete");
+    assert_eq!(r.deleted(), 1, "{key} existed");
+    r.header().expect("header").revision()
+}
+
+pub fn sample_config(name: &str) -> PathBuf {
+    atrest_testkit::sample::config(name)
+}
+
+/// Parses a JSON document from stdout.
+pub fn json(stdout: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(stdout)))
+}
