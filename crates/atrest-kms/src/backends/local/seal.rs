@@ -85,26 +85,26 @@ impl Sealer {
         out
     }
 
-    fn open_with(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+    fn open_with(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         if sealed.len() < NONCE_LEN + 16 {
-            return Err(());
+            return None;
         }
-        let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).map_err(|_| ())?;
+        let nonce = Nonce::try_assume_unique_for_key(&sealed[..NONCE_LEN]).ok()?;
         let mut buf = Zeroizing::new(sealed[NONCE_LEN..].to_vec());
         let n = self
             .key
             .open_in_place(nonce, Aad::from(aad), buf.as_mut_slice())
-            .map_err(|_| ())?
+            .ok()?
             .len();
         buf.truncate(n);
-        Ok(buf)
+        Some(buf)
     }
 
     pub fn seal(&self, version: u32, key: &[u8]) -> Vec<u8> {
         self.seal_with(format!("atrest-kms kek v{version}").as_bytes(), key)
     }
 
-    pub fn open(&self, version: u32, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, ()> {
+    pub fn open(&self, version: u32, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         self.open_with(format!("atrest-kms kek v{version}").as_bytes(), sealed)
     }
 
@@ -117,8 +117,8 @@ impl Sealer {
             return false;
         };
         match self.open_with(CHECK_AAD, &raw) {
-            Ok(p) => subtle::ConstantTimeEq::ct_eq(p.as_slice(), CHECK_PLAINTEXT).into(),
-            Err(()) => false,
+            Some(p) => subtle::ConstantTimeEq::ct_eq(p.as_slice(), CHECK_PLAINTEXT).into(),
+            None => false,
         }
     }
 }

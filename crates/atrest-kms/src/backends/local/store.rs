@@ -325,7 +325,7 @@ impl KeyStore {
                 let sealed = B64
                     .decode(sealed.as_bytes())
                     .map_err(|e| bad(e.to_string()))?;
-                s.open(version, &sealed).map_err(|_| {
+                s.open(version, &sealed).ok_or_else(|| {
                     bad("sealed key does not open with this store's passphrase".into())
                 })?
             }
