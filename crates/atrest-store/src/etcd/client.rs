@@ -97,12 +97,11 @@ pub async fn connect(settings: &EtcdSettings) -> Result<EtcdConnection, EtcdErro
         .iter()
         .map(|e| {
             let e = e.trim();
-            if tls_wanted {
-                e.strip_prefix("http://")
-                    .map(|rest| format!("https://{rest}"))
-                    .unwrap_or_else(|| e.to_string())
-            } else {
-                e.to_string()
+            let scheme = if tls_wanted { "https://" } else { "http://" };
+            match e.split_once("://") {
+                Some(("http", rest)) if tls_wanted => format!("https://{rest}"),
+                Some(_) => e.to_string(),
+                None => format!("{scheme}{e}"),
             }
         })
         .collect();
