@@ -52,7 +52,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `kms serve` sets up its own logging (--log-format json, info level by default).
+    if !matches!(&cli.command, Command::Kms(k) if commands::kms::inits_logging(k)) {
+        init_logging();
+    }
     let result = match cli.command {
         Command::Encrypt(args) => commands::encrypt::run(args),
         Command::Decrypt(args) => commands::decrypt::run(args),
