@@ -23,6 +23,9 @@ pub enum SnapshotError {
     /// The SHA-256 trailer `etcdctl snapshot save` appends does not match the contents.
     #[error("snapshot checksum mismatch: trailer says {expected}, contents hash to {actual} (file damaged or truncated)")]
     ChecksumMismatch { expected: String, actual: String },
+    /// The size fits neither a bbolt file nor a bbolt file plus the 32-byte trailer.
+    #[error("file size {len} is neither whole {page_size}-byte pages nor pages plus etcdctl's 32-byte checksum trailer: truncated or damaged")]
+    OddSize { len: u64, page_size: u32 },
     /// A bucket etcd always creates is missing.
     #[error("not an etcd database: bucket {0:?} not found")]
     MissingBucket(String),

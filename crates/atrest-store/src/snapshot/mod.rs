@@ -124,13 +124,29 @@ impl Snapshot {
     }
 
     /// Like [`open`](Self::open), reporting checksum progress as `(bytes hashed, total)`.
-    pub fn open_with_progress(path: &Path, opts: OpenOptions, mut progress: impl FnMut(u64, u64)) -> Result<Snapshot> {
+    pub fn open_with_progress(path: &Path, opts: OpenOptions, progress: impl FnMut(u64, u64)) -> Result<Snapshot> {
         let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io)?;
         let file_size = file.metadata().map_err(io)?.len();
+        Self::open_source(Box::new(file), file_size, path, opts, progress)
+    }
+
+    /// Reads a snapshot held in memory (tests, fuzzing); `name` is used in messages.
+    pub fn from_bytes(bytes: Vec<u8>, name: &str, opts: OpenOptions) -> Result<Snapshot> {
+        let len = bytes.len() as u64;
+        Self::open_source(Box::new(bytes), len, Path::new(name), opts, |_, _| {})
+    }
+
+    fn open_source(
+        file: Box<dyn bbolt::Source>,
+        file_size: u64,
+        path: &Path,
+        opts: OpenOptions,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<Snapshot> {
         let (data_len, checksum) = if trailer::has_trailer(file_size) {
             if opts.verify_checksum {
-                trailer::verify(&file, path, file_size, |done| progress(done, file_size - trailer::TRAILER_LEN))?;
+                trailer::verify(file.as_ref(), path, file_size, |done| progress(done, file_size - trailer::TRAILER_LEN))?;
                 (file_size - trailer::TRAILER_LEN, ChecksumState::Verified)
             } else {
                 (file_size - trailer::TRAILER_LEN, ChecksumState::NotChecked)
@@ -139,6 +155,10 @@ impl Snapshot {
             (file_size, ChecksumState::Absent)
         };
         let db = Db::open(file, path, data_len)?;
+        let page_size = db.meta().page_size;
+        if checksum == ChecksumState::Absent && file_size % u64::from(page_size) != 0 {
+            return Err(SnapshotError::OddSize { len: file_size, page_size });
+        }
         let root = db.root_bucket();
         let keys = root.bucket(&db, b"key")?.ok_or_else(|| SnapshotError::MissingBucket("key".into()))?;
         let compact_revision = match root.bucket(&db, b"meta")? {

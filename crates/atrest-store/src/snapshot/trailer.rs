@@ -2,11 +2,11 @@
 //! then `sha256(file)`; etcdctl stores both. etcd recognises it by size (`size % 512 == 32`, as in
 //! etcd's `snapshot restore`), since a bbolt file is always a whole number of pages.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+use super::bbolt::Source;
 
 use crate::snapshot::error::{Result, SnapshotError};
 
@@ -18,7 +18,7 @@ pub fn has_trailer(len: u64) -> bool {
 }
 
 /// Hashes the first `len - 32` bytes in 1 MiB reads and compares with the last 32.
-pub fn verify(file: &File, path: &Path, len: u64, mut progress: impl FnMut(u64)) -> Result<()> {
+pub fn verify(file: &dyn Source, path: &Path, len: u64, mut progress: impl FnMut(u64)) -> Result<()> {
     let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
     let data_len = len - TRAILER_LEN;
     let mut expected = [0u8; 32];

@@ -53,3 +53,31 @@ pub fn sample_config(name: &str) -> PathBuf {
 pub fn json(stdout: &[u8]) -> serde_json::Value {
     serde_json::from_slice(stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(stdout)))
 }
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Puts `n` keys `/registry/configmaps/ns-<i % 50>/cm-<i>` with `value_len` bytes each (plus the
+/// `extra` pairs), takes a snapshot with etcdctl and stops etcd. Returns the temp dir holding the file.
+pub fn make_snapshot(n: usize, value_len: usize, extra: &[(String, Vec<u8>)]) -> (tempfile::TempDir, PathBuf) {
+    let server = EtcdServer::start();
+    let client = TestClient::connect(&server);
+    let kvs: Vec<(String, Vec<u8>)> =
+        (0..n).map(|i| (format!("/registry/configmaps/ns-{}/cm-{i:06}", i % 50), bytes(i as u64, value_len))).collect();
+    client.put_all(&kvs);
+    client.put_all(extra);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("snap.db");
+    snapshot_save(&server, &path);
+    (dir, path)
+}

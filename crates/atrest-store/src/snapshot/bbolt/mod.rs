@@ -26,9 +26,33 @@ const BRANCH_CACHE_PAGES: usize = 1024;
 /// Deeper trees than this are treated as corrupt (bbolt trees of billions of keys stay below 10).
 pub const MAX_DEPTH: usize = 64;
 
+/// Where pages come from: a file (positioned reads) or bytes in memory (tests, fuzzing).
+pub trait Source: Send + Sync {
+    /// Fills `buf` from `offset`; `UnexpectedEof` when the source is shorter.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl Source for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl Source for Vec<u8> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
 /// An open bbolt file.
 pub struct Db {
-    file: File,
+    file: Box<dyn Source>,
     path: PathBuf,
     /// Bytes of the file that belong to the database (the file without a checksum trailer).
     data_len: u64,
@@ -45,7 +69,7 @@ impl std::fmt::Debug for Db {
 
 impl Db {
     /// Opens `file` (already open at `path`), of which the first `data_len` bytes are the database.
-    pub fn open(file: File, path: &Path, data_len: u64) -> Result<Db> {
+    pub fn open(file: Box<dyn Source>, path: &Path, data_len: u64) -> Result<Db> {
         let read_meta = |offset: u64| -> std::result::Result<Meta, String> {
             let mut buf = vec![0u8; meta::META_LEN];
             if offset + meta::META_LEN as u64 > data_len {
