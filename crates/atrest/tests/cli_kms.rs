@@ -1,0 +1,359 @@
+//! `atrest kms …` through the real binary: init → serve → `atrest encrypt`/`decrypt` with a
+//! config whose kms v2 provider points at the plugin; kill -9 and restart; refusals.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "/registry/secrets/default/s1";
+
+fn atrest(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A running `atrest kms serve`, SIGKILLed on drop if still running.
+struct Plugin(Child);
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(args: &[&str], sock: &Path) -> Plugin {
+    let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .arg("kms")
+        .arg("serve")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut plugin = Plugin(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+            return plugin;
+        }
+        if let Ok(Some(status)) = plugin.0.try_wait() {
+            panic!("atrest kms serve exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plugin did not start listening on {}",
+            sock.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config(dir: &Path, sock: &Path) -> PathBuf {
+    let path = dir.join("enc.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms:\n          apiVersion: v2\n          name: atrest\n          endpoint: unix://{}\n      - identity: {{}}\n",
+            sock.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn crypt(op: &str, config: &Path, input: &[u8]) -> Output {
+    atrest(
+        &[
+            op,
+            "--config",
+            config.to_str().unwrap(),
+            "--resource",
+            "secrets",
+            "--etcd-key",
+            KEY,
+        ],
+        input,
+    )
+}
+
+#[test]
+fn serve_encrypt_decrypt_kill9_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks");
+    let sock = dir.path().join("kms.sock");
+    let ks_s = ks.to_str().unwrap();
+    let out = atrest(&["kms", "init", "--key-store", ks_s], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listen = format!("unix://{}", sock.display());
+    let args = ["--listen", listen.as_str(), "--key-store", ks_s];
+
+    let mut plugin = serve(&args, &sock);
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let st = atrest(&["kms", "status", "--endpoint", &listen], b"");
+    let st_text = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(
+        st.status.success()
+            && st_text.contains("healthz: ok")
+            && st_text.contains("key_id:  local-v1-"),
+        "{st_text}"
+    );
+
+    let cfg = config(dir.path(), &sock);
+    let enc = crypt("encrypt", &cfg, b"top secret");
+    assert!(
+        enc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enc.stderr)
+    );
+    assert!(enc.stdout.starts_with(b"k8s:enc:kms:v2:atrest:"));
+    let dec = crypt("decrypt", &cfg, &enc.stdout);
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    assert_eq!(dec.stdout, b"top secret");
+
+    // kill -9: the socket file stays behind; a restart replaces it and old values decrypt.
+    plugin.0.kill().unwrap();
+    plugin.0.wait().unwrap();
+    assert!(sock.exists(), "SIGKILL leaves the socket file");
+    let mut plugin = serve(&args, &sock);
+    let dec = crypt("decrypt", &cfg, &enc.stdout);
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    assert_eq!(dec.stdout, b"top secret");
+
+    // A second plugin on the live socket is refused.
+    let second = atrest(
+        &["kms", "serve", "--listen", &listen, "--key-store", ks_s],
+        b"",
+    );
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already serving"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    // SIGTERM: graceful stop, socket removed.
+    let pid = plugin.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = plugin.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!sock.exists(), "socket removed on SIGTERM");
+}
+
+#[test]
+fn serve_refuses_unsafe_or_missing_key_store_and_init_creates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks");
+    let ks_s = ks.to_str().unwrap();
+    let listen = format!("unix://{}", dir.path().join("k.sock").display());
+
+    let out = atrest(
+        &["kms", "serve", "--listen", &listen, "--key-store", ks_s],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("does not exist") && err.contains("atrest kms init"),
+        "{err}"
+    );
+
+    assert!(atrest(&["kms", "init", "--key-store", ks_s], b"")
+        .status
+        .success());
+    std::fs::set_permissions(&ks, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = atrest(
+        &["kms", "serve", "--listen", &listen, "--key-store", ks_s],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains(ks_s) && err.contains("world-accessible"),
+        "{err}"
+    );
+
+    // --init creates a missing store on first run.
+    let ks2 = dir.path().join("fresh");
+    let sock = dir.path().join("k2.sock");
+    let listen2 = format!("unix://{}", sock.display());
+    let plugin = serve(
+        &[
+            "--listen",
+            &listen2,
+            "--key-store",
+            ks2.to_str().unwrap(),
+            "--init",
+        ],
+        &sock,
+    );
+    assert!(ks2.join("store.json").exists());
+    let st = atrest(&["kms", "status", "--endpoint", &listen2], b"");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    drop(plugin);
+
+    let out = atrest(
+        &["kms", "rotate", "--key-store", ks2.to_str().unwrap()],
+        b"",
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version 2"));
+    let out = atrest(&["kms", "list", "--key-store", ks2.to_str().unwrap()], b"");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("primary") && text.contains("local-v2-") && text.contains("local-v1-"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pkcs11_keygen_serve_and_wrong_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        Path::new("/usr/lib/softhsm/libsofthsm2.so").exists(),
+        "SoftHSM2 missing: apt-get install softhsm2"
+    );
+    let tokens = dir.path().join("tokens");
+    std::fs::create_dir(&tokens).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let init = Command::new("softhsm2-util")
+        .env("SOFTHSM2_CONF", &conf)
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "cli",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "12345678",
+        ])
+        .output()
+        .expect("softhsm2-util is installed (apt-get install softhsm2)");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, "1234\n").unwrap();
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let common = |pin: &Path| -> Vec<String> {
+        [
+            "--pkcs11-module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--pkcs11-token-label",
+            "cli",
+            "--pkcs11-pin-file",
+            pin.to_str().unwrap(),
+            "--pkcs11-key-label",
+            "kek",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run = |args: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_atrest"))
+            .env("SOFTHSM2_CONF", &conf)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut a = vec!["kms".to_string(), "pkcs11-keygen".into()];
+    a.extend(common(&pin));
+    let out = run(a);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("key id pkcs11-"));
+
+    let bad = dir.path().join("badpin");
+    std::fs::write(&bad, "9999").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sock = dir.path().join("p.sock");
+    let listen = format!("unix://{}", sock.display());
+    let mut a = vec![
+        "kms".to_string(),
+        "serve".into(),
+        "--backend".into(),
+        "pkcs11".into(),
+        "--listen".into(),
+        listen.clone(),
+    ];
+    a.extend(common(&bad));
+    let out = run(a);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("wrong PIN"), "{err}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .env("SOFTHSM2_CONF", &conf)
+        .args(["kms", "serve", "--backend", "pkcs11", "--listen", &listen])
+        .args(common(&pin))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "pkcs11 plugin did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _guard = Plugin(child);
+    let cfg = config(dir.path(), &sock);
+    let enc = crypt("encrypt", &cfg, b"hsm protected");
+    assert!(
+        enc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enc.stderr)
+    );
+    let dec = crypt("decrypt", &cfg, &enc.stdout);
+    assert_eq!(
+        dec.stdout,
+        b"hsm protected",
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+}
