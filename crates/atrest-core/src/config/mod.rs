@@ -94,6 +94,7 @@ mod json;
 mod matching;
 mod node;
 mod raw;
+mod typemeta;
 mod validate;
 mod yaml;
 
