@@ -228,16 +228,16 @@ fn wait_ready(members: &mut [EtcdMember], tls: Option<&TlsFiles>) {
         .build()
         .expect("runtime");
     let deadline = Instant::now() + Duration::from_secs(30);
-    for i in 0..members.len() {
+    for member in members.iter_mut() {
         loop {
-            if !members[i].is_running() {
+            if !member.is_running() {
                 panic!(
                     "etcd member {} exited during start-up:\n{}",
-                    members[i].name,
-                    members[i].log_tail()
+                    member.name,
+                    member.log_tail()
                 );
             }
-            let endpoint = members[i].endpoint();
+            let endpoint = member.endpoint();
             let ok = rt.block_on(async {
                 let client = Client::connect([endpoint], Some(connect_options(tls))).await;
                 match client {
@@ -255,8 +255,8 @@ fn wait_ready(members: &mut [EtcdMember], tls: Option<&TlsFiles>) {
             if Instant::now() > deadline {
                 panic!(
                     "etcd member {} not ready after 30s:\n{}",
-                    members[i].name,
-                    members[i].log_tail()
+                    member.name,
+                    member.log_tail()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));

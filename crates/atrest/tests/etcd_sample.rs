@@ -16,24 +16,6 @@ fn transformers(name: &str) -> Transformers {
     Transformers::build(&cfg, Arc::new(atrest_core::kms::NoKms)).unwrap()
 }
 
-fn status_json(server: &EtcdServer, config: &str, extra: &[&str]) -> (i32, serde_json::Value) {
-    let mut a = server.cli_args();
-    a.extend(args(&["status", "-o", "json"]));
-    a.push(config_arg(config));
-    a.extend(args(extra));
-    // `status` is a subcommand: put it first.
-    a.rotate_right(3);
-    let out = atrest_in(std::path::Path::new("."), &a);
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "status JSON: {e}\nstdout: {}\nstderr: {}",
-            stdout(&out),
-            stderr(&out)
-        )
-    });
-    (code(&out), json)
-}
-
 fn cmd(sub: &str, server: &EtcdServer, rest: &[String]) -> Vec<String> {
     let mut a = vec![sub.to_string()];
     a.extend(server.cli_args());

@@ -326,12 +326,15 @@ async fn commit_one(
     })
 }
 
+/// (resource, provider, key name, key id, action)
+type PlanKey = (String, String, Option<String>, Option<String>, &'static str);
+
 struct Run<'a> {
     conn: EtcdConnection,
     opts: &'a RewriteOptions,
     progress: &'a dyn ScanProgress,
     summary: RewriteSummary,
-    plan: BTreeMap<(String, String, Option<String>, Option<String>, &'static str), u64>,
+    plan: BTreeMap<PlanKey, u64>,
     watermark: Watermark,
     tasks: JoinSet<(u64, Result<BatchResult, EtcdError>)>,
     dispatched: u64,
