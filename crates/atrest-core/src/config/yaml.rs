@@ -53,25 +53,39 @@ fn line_of_offset(bytes: &[u8], offset: usize) -> usize {
     bytes.iter().take(offset).filter(|b| **b == b'\n').count() + 1
 }
 
-/// go-yaml prints libyaml's *problem* only (no "while parsing …" context). For parser errors it
-/// prints the 0-based line of the problem mark; for scanner errors the 1-based line.
+/// Problems libyaml raises in its *parser* (as opposed to its scanner); go-yaml prints these with
+/// the 0-based line of the problem mark, scanner problems with the 1-based line.
+const PARSER_PROBLEMS: &[&str] = &[
+    "did not find expected node content",
+    "did not find expected key",
+    "did not find expected ',' or '}'",
+    "did not find expected ',' or ']'",
+    "did not find expected '-' indicator",
+    "did not find expected <document start>",
+    "did not find expected <document-start>",
+    "did not find expected <stream-start>",
+    "found unknown anchor",
+    "the handle wasn't declared",
+];
+
+/// yaml-rust2's text → go-yaml's: libyaml's *problem* only (no "while parsing …" context), with
+/// go-yaml's line convention.
 fn syntax_error(err: ScanError) -> YamlSyntaxError {
-    let info = err.info();
     let line = err.marker().line();
-    let (problem, is_parser_error) = match info {
-        "while parsing a flow sequence, expected ',' or ']'" => {
-            ("did not find expected ',' or ']'", true)
-        }
+    let info = err.info();
+    let problem = info
+        .split_once(", ")
+        .filter(|(context, _)| context.starts_with("while "))
+        .map_or(info, |(_, p)| p);
+    let problem = match problem {
+        "expected ',' or ']'" => "did not find expected ',' or ']'",
         // yaml-rust2 notices a key spanning lines inside `[...]` while scanning; libyaml's parser
         // reports the same input as an unterminated flow sequence.
-        "illegal placement of ':' indicator" => ("did not find expected ',' or ']'", true),
-        other => match other.split_once(", ") {
-            Some((context, problem)) if context.starts_with("while parsing") => (problem, true),
-            Some((context, problem)) if context.starts_with("while scanning") => (problem, false),
-            _ => (other, false),
-        },
+        "illegal placement of ':' indicator" => "did not find expected ',' or ']'",
+        p if p.starts_with("tabs disallowed") => "found character that cannot start any token",
+        p => p,
     };
-    let reported = if is_parser_error {
+    let reported = if PARSER_PROBLEMS.contains(&problem) {
         line.saturating_sub(1)
     } else {
         line
@@ -392,10 +406,38 @@ mod tests {
         ));
     }
 
+    fn syntax(text: &str) -> (String, Option<usize>) {
+        let err = parse(text.as_bytes()).err().expect("a syntax error");
+        (err.message, err.line)
+    }
+
     #[test]
-    fn syntax_errors_carry_go_yaml_text() {
-        let err = parse(b"a:\n  - [x\n  b: c\n").err().unwrap();
-        assert!(err.message.starts_with("yaml: line "), "{}", err.message);
+    fn syntax_errors_use_go_yaml_texts_and_line_conventions() {
+        // Scanner problems: the 1-based line.
+        assert_eq!(
+            syntax("a: b: c\n").0,
+            "yaml: line 1: mapping values are not allowed in this context"
+        );
+        assert_eq!(
+            syntax("a:\n\tb: c\n").0,
+            "yaml: line 2: found character that cannot start any token"
+        );
+        // Parser problems: go-yaml prints the 0-based line; `line` stays the real one.
+        assert_eq!(
+            syntax("a:\n  b: c\n d: e\n"),
+            (
+                "yaml: line 2: did not find expected key".to_owned(),
+                Some(3)
+            )
+        );
+        assert_eq!(
+            syntax("- a\nb: c\n").0,
+            "yaml: line 1: did not find expected '-' indicator"
+        );
+        assert_eq!(
+            syntax("a: \"\\q\"\n").0,
+            "yaml: line 1: found unknown escape character"
+        );
     }
 
     #[test]
