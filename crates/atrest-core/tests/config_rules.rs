@@ -436,3 +436,17 @@ fn json_floats_are_not_integers() {
         "ok"
     );
 }
+
+#[test]
+fn the_missing_kind_echo_redacts_secrets_written_with_escapes() {
+    // JSON may escape `/` as `\/`: the decoded secret then differs from its written form.
+    let escaped = KEY32.replace('/', "\\/");
+    let json = format!("{{\"resources\":[{{\"resources\":[\"secrets\"],\"providers\":[{{\"aescbc\":{{\"keys\":[{{\"name\":\"k\",\"secret\":\"{escaped}\"}}]}}}}]}}]}}");
+    let shown = error(&json, &opts());
+    assert!(
+        shown.contains("Object 'Kind' is missing in '{\"resources\""),
+        "{shown}"
+    );
+    assert!(shown.contains("\"secret\":\"REDACTED\"}"), "{shown}");
+    assert!(!shown.contains(&KEY32[..10]), "{shown}");
+}

@@ -140,5 +140,59 @@ fn redact_secrets(text: &str, root: Option<&Node>) -> String {
     for secret in secrets {
         out = out.replace(secret, "REDACTED");
     }
+    // The decoded value may be written differently (JSON `\/` escapes, YAML folding): also blank
+    // whatever follows a `secret` key on its line.
+    redact_after_secret_keys(&out)
+}
+
+/// Replaces the value written after every `secret:` / `"secret":` with `REDACTED`.
+fn redact_after_secret_keys(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("secret") {
+        let (before, after_key) = rest.split_at(at + "secret".len());
+        out.push_str(before);
+        let after_quote = after_key.strip_prefix(['"', '\'']).unwrap_or(after_key);
+        let Some(value) = after_quote
+            .trim_start_matches([' ', '\t'])
+            .strip_prefix(':')
+        else {
+            rest = after_key;
+            continue;
+        };
+        let value = value.trim_start_matches([' ', '\t']);
+        let value_len = written_value_len(value);
+        out.push_str(&after_key[..after_key.len() - value.len()]);
+        match value.chars().next() {
+            _ if value_len == 0 => {}
+            Some(quote @ ('"' | '\'')) => {
+                out.extend([quote.to_string(), "REDACTED".to_owned(), quote.to_string()])
+            }
+            _ => out.push_str("REDACTED"),
+        }
+        rest = &value[value_len..];
+    }
+    out.push_str(rest);
     out
+}
+
+/// Length of a quoted string (through its closing quote) or of a plain value (to the end of the
+/// line or the next `,`/`}`).
+fn written_value_len(value: &str) -> usize {
+    let mut chars = value.char_indices();
+    match chars.next() {
+        Some((_, quote @ ('"' | '\''))) => {
+            let mut escaped = false;
+            for (i, c) in chars {
+                if c == quote && !escaped {
+                    return i + c.len_utf8();
+                }
+                escaped = quote == '"' && c == '\\' && !escaped;
+            }
+            value.len()
+        }
+        // Block scalars continue on later lines; the value-based pass has replaced them.
+        Some((_, '|' | '>')) | None => 0,
+        Some(_) => value.find(['\n', ',', '}']).unwrap_or(value.len()),
+    }
 }
