@@ -89,3 +89,33 @@ proptest! {
 fn the_unmutated_seed_is_valid() {
     assert!(load_bytes(VALID.as_bytes(), "seed.yaml", &LoadOptions::default()).is_ok());
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// Whatever else is wrong with a file, a key's secret never appears in the error.
+    #[test]
+    fn secrets_never_leak_into_errors(
+        secret in "[A-Za-z0-9+/]{12,60}={0,2}",
+        resource in prop::sample::select(vec!["secrets", "Secrets", "*", "secrets.*", "*.*"]),
+        provider in prop::sample::select(vec!["aescbc", "aesgcm", "secretbox", "aesctr"]),
+        header in prop::sample::select(vec![
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n",
+            "kind: EncryptionConfiguration\n",
+            "apiVersion: v1\nkind: EncryptionConfig\n",
+            "",
+        ]),
+        extra in prop::sample::select(vec!["", "        identity: {}\n", "        kms: {name: k}\n"]),
+        quoting in prop::sample::select(vec!["", "'", "\""]),
+    ) {
+        let yaml = format!(
+            "{header}resources:\n  - resources: ['{resource}']\n    providers:\n      - {provider}:\n          keys:\n            - name: k\n              secret: {quoting}{secret}{quoting}\n{extra}"
+        );
+        for opts in [LoadOptions::default(), LoadOptions { kms_v1_enabled: true, automatic_reload: true }] {
+            if let Err(err) = load_bytes(yaml.as_bytes(), "leak.yaml", &opts) {
+                let shown = format!("{err} {err:?}");
+                prop_assert!(!shown.contains(&secret), "secret leaked: {}", shown);
+            }
+        }
+    }
+}
