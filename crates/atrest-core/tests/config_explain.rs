@@ -41,7 +41,7 @@ fn rotation_config_reads_in_provider_then_key_order() {
             ("identity", None)
         ]
     );
-    assert_eq!(codes(&e, 0), vec!["aesgcm-rotation"]);
+    assert_eq!(codes(&e, 0), vec!["identity-reads", "aesgcm-rotation"]);
 }
 
 #[test]

@@ -140,7 +140,13 @@ fn provider_warnings(providers: &[ProviderConfiguration], opts: &LoadOptions) ->
             "identity-writes",
             format!("identity is first: nothing is encrypted, new writes are plaintext.{tail}"),
         ));
-    } else if !has_identity {
+    } else if has_identity {
+        out.push(Warning::new(
+            "identity-reads",
+            "identity is listed: plaintext values are still accepted on read. Remove it once `atrest status` \
+             shows every object encrypted.",
+        ));
+    } else {
         out.push(Warning::new(
             "no-identity",
             "identity is not listed, so objects still stored in plaintext cannot be read. That matters while \
