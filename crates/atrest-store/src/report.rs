@@ -41,7 +41,8 @@ impl Default for ReportOptions {
 /// One (resource, provider, key, stale, unreadable) bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
-    /// `secrets`, `deployments.apps`, `widgets.example.com`; `-` for keys that map to no resource.
+    /// `secrets`, `deployments.apps`, `widgets.example.com`; `-` for keys that map to no resource
+    /// (counted as not covered).
     pub resource: String,
     pub covered: bool,
     /// `identity`, `aescbc`, `aesgcm`, `secretbox`, `kms v1`, `kms v2`, or `unknown`.
@@ -174,10 +175,18 @@ impl StatusReportBuilder {
     /// Classifies one value without counting it.
     pub fn classify(&mut self, key: &[u8], value: &[u8]) -> Classification {
         let Some(info) = keymap::parse_key(&self.opts.etcd_prefix, key) else {
+            // Not an object key (kube-apiserver never reads it): counted as not covered.
+            let provider = (!value.starts_with(b"k8s:enc:")).then(|| ProviderInfo {
+                kind: atrest_core::ProviderKind::Identity,
+                provider_index: 0,
+                key_name: None,
+                key_index: None,
+                key_id: None,
+            });
             return Classification {
                 resource: None,
                 covered: false,
-                provider: None,
+                provider,
                 stale: None,
                 error: None,
             };
@@ -236,7 +245,7 @@ impl StatusReportBuilder {
                 .unwrap_or_else(|| gr.to_string()),
             None => "-".to_string(),
         };
-        let unreadable = c.error.is_some() || c.resource.is_none();
+        let unreadable = c.error.is_some();
         let plaintext =
             matches!(&c.provider, Some(p) if p.kind == atrest_core::ProviderKind::Identity);
         let row_key = RowKey {

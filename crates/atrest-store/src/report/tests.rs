@@ -101,10 +101,15 @@ fn unreadable_values_are_reported_with_their_key() {
         b"/registry/secrets/ns/x",
         b"k8s:enc:aescbc:v1:nokey:0123456789abcdef0123456789abcdef",
     );
-    // A key that maps to no resource.
+    // A key that maps to no resource: not covered, not unreadable.
     b.add(b"/registry/secrets", b"k8s\x00");
     let r = b.finish();
-    assert_eq!(r.totals.unreadable, 3);
+    assert_eq!(r.totals.unreadable, 2);
+    assert_eq!(r.totals.uncovered, 1);
+    assert!(r
+        .rows
+        .iter()
+        .any(|r| r.resource == "-" && r.provider == "identity" && !r.covered));
     assert_eq!(r.exit_class(), ExitClass::Unreadable);
     assert_eq!(r.unreadable[0].key, sb.etcd_key);
     assert!(r.unreadable.iter().all(|u| !u.error.is_empty()));
