@@ -224,7 +224,7 @@ pub async fn start(
         backend = backend.kind(),
         key_id = %backend.current_key_id().unwrap_or_default(),
         v1beta1 = config.v1beta1,
-        metrics = ?metrics_addr,
+        metrics = %metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
         "KMS plugin serving"
     );
     let background = {
