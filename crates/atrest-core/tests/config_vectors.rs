@@ -124,3 +124,28 @@ fn every_config_the_vectors_were_made_with_loads() {
     }
     assert!(checked > 100, "only {checked} vector records found");
 }
+
+/// Every file in `vector-configs/` and `negative-configs/` (referenced by a record or not) loads;
+/// the ones with a KMS v1 provider only with `--feature-gates KMSv1=true`, exactly as upstream.
+#[test]
+fn every_vector_and_negative_config_file_loads() {
+    let gated = LoadOptions {
+        kms_v1_enabled: true,
+        ..LoadOptions::default()
+    };
+    let mut checked = 0;
+    for dir in ["vector-configs", "negative-configs"] {
+        for file in std::fs::read_dir(vectors().join(dir)).unwrap() {
+            let path = file.unwrap().path();
+            let config =
+                load_file(&path, &gated).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let uses_kms_v1 = config.resources.iter().flat_map(|r| &r.providers).any(|p| {
+                matches!(p, atrest_core::config::ProviderConfiguration::Kms(k) if k.api_version == atrest_core::config::KmsApiVersion::V1)
+            });
+            let ungated = load_file(&path, &LoadOptions::default());
+            assert_eq!(ungated.is_err(), uses_kms_v1, "{}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} files");
+}
