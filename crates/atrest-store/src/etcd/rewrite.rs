@@ -469,7 +469,9 @@ pub async fn rewrite(
             resumed_after = Some(last.clone());
         }
     }
-    progress.set_total(scanner.count_remaining().await?);
+    if progress.wants_total() {
+        progress.set_total(scanner.count_remaining().await?);
+    }
 
     let mut run = Run {
         conn: conn.clone(),

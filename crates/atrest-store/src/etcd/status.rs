@@ -10,6 +10,10 @@ use crate::report::{ReportOptions, StatusReport, StatusReportBuilder};
 
 /// Progress callbacks (the CLI draws a bar when stderr is a terminal).
 pub trait ScanProgress: Send + Sync {
+    /// Whether anyone looks: the total (an extra count request) is only fetched then.
+    fn wants_total(&self) -> bool {
+        false
+    }
     fn set_total(&self, _total: u64) {}
     fn advance(&self, _n: u64) {}
 }
@@ -28,12 +32,15 @@ pub async fn status(
     let prefix = keymap::normalize_prefix(&opts.etcd_prefix).into_bytes();
     let end = keymap::prefix_end(&prefix);
     let mut scanner = Scanner::new(conn.clone(), vec![(prefix, end)], PAGE_SIZE);
-    progress.set_total(scanner.count_remaining().await?);
-    let revision = scanner.revision();
+    if progress.wants_total() {
+        progress.set_total(scanner.count_remaining().await?);
+    }
+    let mut revision = scanner.revision();
     let mut builder = StatusReportBuilder::new(transformers, opts);
     let mut pages = prefetch(scanner);
     while let Some(page) = pages.recv().await {
-        let (_, kvs) = page?;
+        let (page_revision, kvs) = page?;
+        revision = page_revision;
         for kv in &kvs {
             builder.add(kv.key(), kv.value());
         }

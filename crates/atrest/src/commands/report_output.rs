@@ -156,6 +156,9 @@ impl Progress {
 }
 
 impl ScanProgress for Progress {
+    fn wants_total(&self) -> bool {
+        self.bar.is_some()
+    }
     fn set_total(&self, total: u64) {
         if let Some(bar) = &self.bar {
             bar.set_length(total);
