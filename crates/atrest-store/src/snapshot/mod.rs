@@ -309,3 +309,6 @@ fn decode(entry: &bbolt::Entry, revision: Revision) -> Result<KeyValueRef<'_>> {
     mvcc::decode_key_value(entry.value())
         .map_err(|problem| SnapshotError::BadKeyValue { revision: format!("{revision} (page {})", entry.page_id()), problem })
 }
+
+#[cfg(test)]
+mod tests;

@@ -120,19 +120,22 @@ pub struct Cursor<'a> {
     visited: Vec<u64>,
     last_key: Option<Vec<u8>>,
     start: Option<Vec<u8>>,
+    inline_root: bool,
     failed: bool,
 }
 
 impl<'a> Cursor<'a> {
     fn new(db: &'a Db, root: Bucket) -> Self {
-        Cursor { db, root: Some(root), stack: Vec::new(), visited: Vec::new(), last_key: None, start: None, failed: false }
+        let inline_root = matches!(root, Bucket::Inline(_));
+        Cursor { db, root: Some(root), stack: Vec::new(), visited: Vec::new(), last_key: None, start: None, inline_root, failed: false }
     }
 
     fn enter(&mut self, page: Page) -> Result<()> {
         if self.stack.len() >= MAX_DEPTH {
             return Err(SnapshotError::corrupt(page.id(), format!("tree deeper than {MAX_DEPTH} levels")));
         }
-        if !matches!(self.root, Some(Bucket::Inline(_))) || !self.stack.is_empty() {
+        // Inline bucket pages live inside their parent's value: only file pages are tracked.
+        if !(self.stack.is_empty() && self.inline_root) {
             let id = page.id();
             let (word, bit) = ((id / 64) as usize, id % 64);
             if self.visited.is_empty() {

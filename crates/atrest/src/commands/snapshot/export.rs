@@ -1,7 +1,8 @@
 //! `snapshot get` and `snapshot export`: decrypt with the config's providers (KMS through the
 //! plugin sockets it names), decode, and write objects for a restore.
 //!
-//! Restore-friendly output (default for `export`): server-set fields that `kubectl apply`/`create`
+//! Objects come out Namespaces first, then CustomResourceDefinitions, then the rest in etcd key
+//! order. Restore-friendly output (default for `export`): server-set fields that `kubectl apply`/`create`
 //! rejects or that would be wrong in a new cluster are removed from `metadata`: `resourceVersion`
 //! (conflicts), `uid` (precondition failures), `creationTimestamp`, `generation`, `managedFields`,
 //! `selfLink`, and `ownerReferences` (owners get new UIDs on restore; dangling references would let
@@ -230,9 +231,15 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut exported = std::collections::BTreeMap::<String, u64>::new();
     let mut failures: Vec<(String, String)> = Vec::new();
     let mut bar = Progress::count("exporting", index.len() as u64);
-    for (n, kv) in snap.latest(&index).enumerate() {
+    // Restore order: Namespaces, then CRDs, then everything else (each in key order), so a
+    // `kubectl apply -f` of the stream creates what later objects need first.
+    let first = [format!("{prefix}namespaces/"), format!("{prefix}apiextensions.k8s.io/customresourcedefinitions/")];
+    let rank = |k: &[u8]| first.iter().position(|p| k.starts_with(p.as_bytes())).unwrap_or(first.len());
+    let mut order: Vec<(&[u8], atrest_store::snapshot::Revision)> = index.entries().collect();
+    order.sort_by_key(|(k, _)| rank(k)); // stable: key order within each rank
+    for (n, (key, rev)) in order.into_iter().enumerate() {
         bar.update(n as u64 + 1, index.len() as u64);
-        let kv = kv.with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
+        let kv = snap.fetch(key, rev).with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
         let key_text = String::from_utf8_lossy(&kv.key).into_owned();
         let Some(info) = keymap::parse_key(&prefix, &kv.key) else {
             if resources.is_empty() {
