@@ -51,10 +51,11 @@ impl ResourceTransform for ProviderList {
             .providers
             .first()
             .ok_or_else(|| TransformError::msg(NO_MATCHING_PREFIX))?;
-        let body = provider.write(plaintext, aad)?;
-        let mut out = Vec::with_capacity(provider.prefix().len() + body.len());
+        // One buffer for the whole value; 192 bytes cover any prefix, key name, IV/nonce, tag,
+        // padding and KMS header in practice (more is reserved on demand).
+        let mut out = Vec::with_capacity(provider.prefix().len() + plaintext.len() + 192);
         out.extend_from_slice(provider.prefix());
-        out.extend_from_slice(&body);
+        provider.write(plaintext, aad, &mut out)?;
         Ok(out)
     }
 

@@ -84,6 +84,12 @@ fn kms_providers() {
     for n in [0usize, 1, 1000] {
         let stored = t.write(&vec![3; n], AAD).unwrap();
         assert!(stored.starts_with(b"k8s:enc:kms:v2:v2p:"));
+        // The value is assembled in place; it must be exactly the canonical encoding.
+        let body = &stored[b"k8s:enc:kms:v2:v2p:".len()..];
+        let object = atrest_core::providers::kmsv2::EncryptedObject::decode(body).unwrap();
+        assert_eq!(object.encode(), body);
+        assert_eq!(object.encrypted_dek_source_type, 1);
+        assert_eq!(object.encrypted_data.len(), 32 + 12 + n + 16);
         let out = t.read(&stored, AAD).unwrap();
         assert_eq!(
             (out.plaintext, out.stale, out.provider.key_id.as_deref()),

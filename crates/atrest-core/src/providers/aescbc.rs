@@ -42,22 +42,35 @@ impl CbcKey {
         })
     }
 
-    /// Encrypts under `iv`: `iv || CBC(padded)`.
+    /// Appends `iv || CBC(padded)` to `out`.
+    pub(crate) fn seal_with_iv_into(
+        &self,
+        out: &mut Vec<u8>,
+        iv: [u8; BLOCK],
+        plaintext: &[u8],
+    ) -> Result<(), TransformError> {
+        let pad = BLOCK - plaintext.len() % BLOCK;
+        out.reserve(BLOCK + plaintext.len() + pad);
+        out.extend_from_slice(&iv);
+        let start = out.len();
+        out.extend_from_slice(plaintext);
+        out.resize(out.len() + pad, pad as u8);
+        let context = EncryptionContext::Iv128(FixedLength::from(iv));
+        self.encrypt
+            .less_safe_encrypt(out.get_mut(start..).unwrap_or_default(), context)
+            .map_err(|_| TransformError::msg("AES-CBC encryption failed"))?;
+        Ok(())
+    }
+
+    /// [`seal_with_iv_into`](Self::seal_with_iv_into) into a new buffer.
+    #[cfg(test)]
     pub(crate) fn seal_with_iv(
         &self,
         iv: [u8; BLOCK],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, TransformError> {
-        let pad = BLOCK - plaintext.len() % BLOCK;
-        let mut out = Vec::with_capacity(BLOCK + plaintext.len() + pad);
-        out.extend_from_slice(&iv);
-        out.extend_from_slice(plaintext);
-        out.resize(out.len() + pad, pad as u8);
-        let context = EncryptionContext::Iv128(FixedLength::from(iv));
-        let blocks = out.get_mut(BLOCK..).unwrap_or_default();
-        self.encrypt
-            .less_safe_encrypt(blocks, context)
-            .map_err(|_| TransformError::msg("AES-CBC encryption failed"))?;
+        let mut out = Vec::new();
+        self.seal_with_iv_into(&mut out, iv, plaintext)?;
         Ok(out)
     }
 
@@ -97,10 +110,15 @@ impl LocalCipher for CbcKey {
     fn open(&self, body: &[u8], _aad: &[u8]) -> Result<Vec<u8>, TransformError> {
         CbcKey::open(self, body)
     }
-    fn seal(&self, plaintext: &[u8], _aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+    fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        _aad: &[u8],
+    ) -> Result<(), TransformError> {
         let mut iv = [0u8; BLOCK];
         random::fill(&mut iv)?;
-        self.seal_with_iv(iv, plaintext)
+        self.seal_with_iv_into(out, iv, plaintext)
     }
 }
 

@@ -30,34 +30,55 @@ impl GcmKey {
         Ok(Self(LessSafeKey::new(unbound)))
     }
 
-    /// Encrypts under `nonce`: `nonce || ciphertext || tag`.
-    pub(crate) fn seal_with_nonce(
+    /// Appends `nonce || ciphertext || tag` to `out` (callers pass a buffer already holding the
+    /// prefix, so the value is assembled without copies).
+    pub(crate) fn seal_with_nonce_into(
         &self,
+        out: &mut Vec<u8>,
         nonce: [u8; NONCE_LEN],
         plaintext: &[u8],
         aad: &[u8],
-    ) -> Result<Vec<u8>, TransformError> {
-        let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+    ) -> Result<(), TransformError> {
+        out.reserve(NONCE_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&nonce);
+        let start = out.len();
         out.extend_from_slice(plaintext);
         let tag = self
             .0
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad),
-                out.get_mut(NONCE_LEN..).unwrap_or_default(),
+                out.get_mut(start..).unwrap_or_default(),
             )
             .map_err(|_| TransformError::msg("AES-GCM encryption failed"))?;
         out.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// [`seal_with_nonce_into`](Self::seal_with_nonce_into) into a new buffer.
+    #[cfg(test)]
+    pub(crate) fn seal_with_nonce(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, TransformError> {
+        let mut out = Vec::new();
+        self.seal_with_nonce_into(&mut out, nonce, plaintext, aad)?;
         Ok(out)
     }
 
-    /// Encrypts under a fresh random nonce.
-    pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+    /// Appends the body under a fresh random nonce.
+    pub(crate) fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<(), TransformError> {
         let mut nonce = [0u8; NONCE_LEN];
         random::fill(&mut nonce)
             .map_err(|e| TransformError::msg(format!("failed to write nonce for AES-GCM: {e}")))?;
-        self.seal_with_nonce(nonce, plaintext, aad)
+        self.seal_with_nonce_into(out, nonce, plaintext, aad)
     }
 
     /// Decrypts `nonce || ciphertext || tag`.
@@ -87,8 +108,13 @@ impl LocalCipher for GcmKey {
     fn open(&self, body: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
         GcmKey::open(self, body, aad)
     }
-    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
-        GcmKey::seal(self, plaintext, aad)
+    fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<(), TransformError> {
+        GcmKey::seal_into(self, out, plaintext, aad)
     }
 }
 

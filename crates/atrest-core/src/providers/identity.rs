@@ -30,8 +30,14 @@ impl Provider for Identity {
             key: KeyRef::default(),
         })
     }
-    fn write(&self, plaintext: &[u8], _aad: &[u8]) -> Result<Vec<u8>, TransformError> {
-        Ok(plaintext.to_vec())
+    fn write(
+        &self,
+        plaintext: &[u8],
+        _aad: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), TransformError> {
+        out.extend_from_slice(plaintext);
+        Ok(())
     }
     fn write_key(&self) -> KeyRef {
         KeyRef::default()

@@ -8,7 +8,13 @@ use crate::transformer::{ProviderKind, TransformError};
 /// A single-key cipher: the body format of aescbc, aesgcm or secretbox.
 pub(crate) trait LocalCipher: Send + Sync {
     fn open(&self, body: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError>;
-    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError>;
+    /// Appends the body for `plaintext` to `out`.
+    fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<(), TransformError>;
 }
 
 struct NamedKey<C> {
@@ -83,16 +89,13 @@ impl<C: LocalCipher> Provider for KeyedProvider<C> {
             key: self.key_ref(index),
         })
     }
-    fn write(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+    fn write(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError> {
         let key = self
             .keys
             .first()
             .ok_or_else(|| TransformError::msg(self.no_match))?;
-        let sealed = key.cipher.seal(plaintext, aad)?;
-        let mut out = Vec::with_capacity(key.prefix.len() + sealed.len());
         out.extend_from_slice(&key.prefix);
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        key.cipher.seal_into(out, plaintext, aad)
     }
     fn write_key(&self) -> KeyRef {
         self.key_ref(0)

@@ -116,7 +116,7 @@ impl Provider for KmsV1Provider {
             key: self.key_ref(),
         })
     }
-    fn write(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+    fn write(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError> {
         let mut dek = Zeroizing::new([0u8; 32]);
         random::fill(dek.as_mut())?;
         let edek = self
@@ -130,13 +130,11 @@ impl Provider for KmsV1Provider {
             ))
         })?;
         let ciphers = Arc::new(DekCiphers::new(dek.as_ref())?);
-        let sealed = ciphers.gcm.seal(plaintext, aad)?;
-        self.remember(&edek, ciphers);
-        let mut out = Vec::with_capacity(2 + edek.len() + sealed.len());
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&edek);
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        ciphers.gcm.seal_into(out, plaintext, aad)?;
+        self.remember(&edek, ciphers);
+        Ok(())
     }
     fn write_key(&self) -> KeyRef {
         self.key_ref()
@@ -221,7 +219,8 @@ mod tests {
         assert!(read.stale);
         p.read(&body, AAD).unwrap();
         assert_eq!(kms.decrypts.load(Ordering::SeqCst), 2);
-        let written = p.write(b"new", AAD).unwrap();
+        let mut written = Vec::new();
+        p.write(b"new", AAD, &mut written).unwrap();
         let again = p.read(&written, AAD).unwrap();
         assert_eq!(again.plaintext, b"new");
         assert!(!again.stale);

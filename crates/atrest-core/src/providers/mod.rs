@@ -53,8 +53,9 @@ pub(crate) trait Provider: Send + Sync {
     fn prefix(&self) -> &[u8];
     /// Decrypts the bytes after [`prefix`](Self::prefix); `aad` is the etcd key.
     fn read(&self, body: &[u8], aad: &[u8]) -> Result<BodyRead, TransformError>;
-    /// Encrypts with the write key; returns the bytes that follow [`prefix`](Self::prefix).
-    fn write(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError>;
+    /// Encrypts with the write key, appending the bytes that follow [`prefix`](Self::prefix) to
+    /// `out` (which already holds the prefix: values are assembled in one buffer).
+    fn write(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError>;
     /// The key [`write`](Self::write) uses.
     fn write_key(&self) -> KeyRef;
     /// Classifies a body without decrypting: `None` if this provider would certainly refuse it

@@ -28,20 +28,40 @@ impl SecretboxKey {
         Ok(Self(XSalsa20Poly1305::new(key.as_ref().into())))
     }
 
+    /// Appends `nonce || tag || ciphertext` to `out` (the tag slot is filled after encrypting).
+    pub(crate) fn seal_with_nonce_into(
+        &self,
+        out: &mut Vec<u8>,
+        nonce: [u8; NONCE_LEN],
+        plaintext: &[u8],
+    ) -> Result<(), TransformError> {
+        out.reserve(NONCE_LEN + TAG_LEN + plaintext.len());
+        out.extend_from_slice(&nonce);
+        let tag_at = out.len();
+        out.extend_from_slice(&[0u8; TAG_LEN]);
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .0
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce),
+                b"",
+                out.get_mut(tag_at + TAG_LEN..).unwrap_or_default(),
+            )
+            .map_err(|_| TransformError::msg("secretbox encryption failed"))?;
+        if let Some(slot) = out.get_mut(tag_at..tag_at + TAG_LEN) {
+            slot.copy_from_slice(&tag);
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
     pub(crate) fn seal_with_nonce(
         &self,
         nonce: [u8; NONCE_LEN],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, TransformError> {
-        let mut ciphertext = plaintext.to_vec();
-        let tag = self
-            .0
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut ciphertext)
-            .map_err(|_| TransformError::msg("secretbox encryption failed"))?;
-        let mut out = Vec::with_capacity(NONCE_LEN + TAG_LEN + ciphertext.len());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&tag);
-        out.extend_from_slice(&ciphertext);
+        let mut out = Vec::new();
+        self.seal_with_nonce_into(&mut out, nonce, plaintext)?;
         Ok(out)
     }
 
@@ -67,10 +87,15 @@ impl LocalCipher for SecretboxKey {
     fn open(&self, body: &[u8], _aad: &[u8]) -> Result<Vec<u8>, TransformError> {
         SecretboxKey::open(self, body)
     }
-    fn seal(&self, plaintext: &[u8], _aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+    fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        _aad: &[u8],
+    ) -> Result<(), TransformError> {
         let mut nonce = [0u8; NONCE_LEN];
         random::fill(&mut nonce)?;
-        self.seal_with_nonce(nonce, plaintext)
+        self.seal_with_nonce_into(out, nonce, plaintext)
     }
 }
 

@@ -65,8 +65,22 @@ impl DataKey {
         }
     }
 
-    /// Encrypts into `encryptedData`.
-    pub(crate) fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+    /// Length of `encryptedData` for `n` plaintext bytes.
+    pub(crate) fn sealed_len(&self, n: usize) -> usize {
+        let gcm = 12 + n + crate::providers::aesgcm::TAG_LEN;
+        match self {
+            DataKey::Dek { .. } => gcm,
+            DataKey::Seed(_) => INFO_LEN + gcm,
+        }
+    }
+
+    /// Appends `encryptedData` for `plaintext` to `out`.
+    pub(crate) fn seal_into(
+        &self,
+        out: &mut Vec<u8>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<(), TransformError> {
         match self {
             DataKey::Dek { key, counter } => {
                 let mut nonce = [0u8; 12];
@@ -82,20 +96,25 @@ impl DataKey {
                     .get_mut(4..)
                     .unwrap_or_default()
                     .copy_from_slice(&n.to_le_bytes());
-                key.seal_with_nonce(nonce, plaintext, aad)
+                key.seal_with_nonce_into(out, nonce, plaintext, aad)
             }
             DataKey::Seed(seed) => {
                 let mut info = [0u8; INFO_LEN];
                 random::fill(&mut info).map_err(|e| {
                     TransformError::msg(format!("failed to generate info for KDF: {e}"))
                 })?;
-                let sealed = Self::derive(seed, &info)?.seal(plaintext, aad)?;
-                let mut out = Vec::with_capacity(INFO_LEN + sealed.len());
                 out.extend_from_slice(&info);
-                out.extend_from_slice(&sealed);
-                Ok(out)
+                Self::derive(seed, &info)?.seal_into(out, plaintext, aad)
             }
         }
+    }
+
+    #[cfg(test)]
+    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+        let mut out = Vec::new();
+        self.seal_into(&mut out, plaintext, aad)?;
+        assert_eq!(out.len(), self.sealed_len(plaintext.len()));
+        Ok(out)
     }
 }
 

@@ -176,12 +176,21 @@ impl Provider for KmsV2Provider {
             key: self.key_ref(Some(object.key_id)),
         })
     }
-    fn write(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+    fn write(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError> {
         let state = self.tracker.for_write()?;
-        let mut object = state.template.clone();
-        object.encrypted_data = state.key.seal(plaintext, aad)?;
-        validate_object(&object)?;
-        Ok(object.encode())
+        // The object is field 1 (`encryptedData`, never empty) followed by the state's already
+        // validated fields 2–5: write the field header, seal in place, append the rest.
+        let data_len = state.key.sealed_len(plaintext.len());
+        object::encode_data_header(data_len, out);
+        let start = out.len();
+        state.key.seal_into(out, plaintext, aad)?;
+        if out.len() - start != data_len {
+            return Err(TransformError::msg(
+                "internal error: unexpected encrypted data length",
+            ));
+        }
+        out.extend_from_slice(&state.encoded_tail);
+        Ok(())
     }
     fn write_key(&self) -> KeyRef {
         self.key_ref(self.tracker.peek_key_id())

@@ -56,22 +56,49 @@ impl EncryptedObject {
         })
     }
 
-    /// Encodes in field order 1..5, omitting proto3 defaults; annotations sorted by key.
+    /// Encodes in field order 1..5, omitting proto3 defaults; annotations sorted by key. Written
+    /// field by field (not through [`WireObject`]) so the data is copied once.
     pub fn encode(&self) -> Vec<u8> {
-        let wire = WireObject {
-            encrypted_data: self.encrypted_data.clone(),
-            key_id: self.key_id.clone().into_bytes(),
-            encrypted_dek_source: self.encrypted_dek_source.clone(),
-            annotations: self
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.clone().into_bytes(), v.clone()))
-                .collect(),
-            encrypted_dek_source_type: self.encrypted_dek_source_type,
-            invalid_utf8: false,
-        };
-        wire.encode_to_vec()
+        let entries: Vec<WireEntry> = self
+            .annotations
+            .iter()
+            .map(|(k, v)| WireEntry {
+                key: k.clone().into_bytes(),
+                value: v.clone(),
+            })
+            .collect();
+        let mut len = encoding::bytes::encoded_len(1, &self.encrypted_data)
+            + encoding::string::encoded_len(2, &self.key_id)
+            + encoding::bytes::encoded_len(3, &self.encrypted_dek_source)
+            + encoding::int32::encoded_len(5, &self.encrypted_dek_source_type);
+        len += entries
+            .iter()
+            .map(|e| encoding::message::encoded_len(4, e))
+            .sum::<usize>();
+        let mut buf = Vec::with_capacity(len);
+        if !self.encrypted_data.is_empty() {
+            encoding::bytes::encode(1, &self.encrypted_data, &mut buf);
+        }
+        if !self.key_id.is_empty() {
+            encoding::string::encode(2, &self.key_id, &mut buf);
+        }
+        if !self.encrypted_dek_source.is_empty() {
+            encoding::bytes::encode(3, &self.encrypted_dek_source, &mut buf);
+        }
+        for entry in &entries {
+            encoding::message::encode(4, entry, &mut buf);
+        }
+        if self.encrypted_dek_source_type != 0 {
+            encoding::int32::encode(5, &self.encrypted_dek_source_type, &mut buf);
+        }
+        buf
     }
+}
+
+/// Writes the key and length of field 1 (`encryptedData`, `len` bytes follow).
+pub(crate) fn encode_data_header(len: usize, out: &mut Vec<u8>) {
+    encoding::encode_key(1, WireType::LengthDelimited, out);
+    encoding::encode_varint(len as u64, out);
 }
 
 /// The wire view: strings as raw bytes, map entries in arrival order.

@@ -50,6 +50,8 @@ pub(crate) struct WriteState {
     /// `keyID`, `encryptedDEKSource`, annotations and type; `encryptedData` empty.
     pub template: EncryptedObject,
     pub cache_key: [u8; 32],
+    /// `template` encoded: fields 2–5, which follow field 1 (`encryptedData`) in every value.
+    pub encoded_tail: Vec<u8>,
     pub expires: SystemTime,
 }
 
@@ -223,6 +225,7 @@ impl Tracker {
                     key: Arc::clone(&write.key),
                     template: write.template.clone(),
                     cache_key: write.cache_key,
+                    encoded_tail: write.encoded_tail.clone(),
                     expires,
                 }));
             }
@@ -264,10 +267,12 @@ impl Tracker {
             }
         };
         let cache_key = cache_key(&template);
+        let encoded_tail = template.encode();
         inner.write = Some(Arc::new(WriteState {
             key: Arc::new(key),
             template,
             cache_key,
+            encoded_tail,
             expires,
         }));
         Ok(())
