@@ -202,3 +202,64 @@ async fn approle_login_and_clear_errors() {
     let e = VaultBackend::connect(c).await.err().unwrap().to_string();
     assert!(e.contains("vault"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_ca_file_namespace_and_token_renewal() {
+    let mut bao = OpenBao::start_with("k8s", true).await;
+    let ca = bao.ca_file.clone().expect("dev CA");
+
+    // Without the CA file the dev certificate is not trusted.
+    let mut c = config(
+        &bao,
+        VaultAuth::Token(Zeroizing::new(support::openbao::ROOT_TOKEN.into())),
+    );
+    let e = VaultBackend::connect(c.clone())
+        .await
+        .err()
+        .expect("untrusted TLS refused")
+        .to_string();
+    assert!(e.contains("vault"), "{e}");
+    c.ca_file = Some(ca.clone());
+    let b = VaultBackend::connect(c).await.unwrap();
+    b.probe().await.unwrap();
+
+    // A namespace: same key name, other namespace → other key id.
+    bao.use_namespace("team1", "k8s").await;
+    let mut c = config(
+        &bao,
+        VaultAuth::Token(Zeroizing::new(support::openbao::ROOT_TOKEN.into())),
+    );
+    c.ca_file = Some(ca.clone());
+    c.namespace = Some("team1".into());
+    let nsb = VaultBackend::connect(c).await.unwrap();
+    assert_ne!(nsb.current_key_id().unwrap(), b.current_key_id().unwrap());
+    let w = nsb.wrap(b"namespaced").await.unwrap();
+    assert_eq!(
+        nsb.unwrap(&w.key_id, &w.ciphertext, &BTreeMap::new())
+            .await
+            .unwrap()
+            .as_slice(),
+        b"namespaced"
+    );
+
+    // A short-lived renewable token keeps working past its TTL thanks to background renewal.
+    let token = bao.transit_token("k8s", "4s").await;
+    let mut c = config(&bao, VaultAuth::Token(Zeroizing::new(token)));
+    c.ca_file = Some(ca);
+    c.namespace = Some("team1".into());
+    let b = Arc::new(VaultBackend::connect(c).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let sock = support::socket_in(dir.path());
+    let server = support::start(support::config(Endpoint::Path(sock.clone())), b.clone()).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    b.probe().await.expect("token renewed before it expired");
+    let kms = GrpcKms::new()
+        .connect_v2(
+            "v",
+            &format!("unix://{}", sock.display()),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+    assert_eq!(kms.status().unwrap().healthz, "ok");
+    drop(server);
+}

