@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use atrest_core::config::{
-    EncryptionConfiguration, Key, KeysConfiguration, KmsApiVersion, KmsConfiguration, ProviderConfiguration, ResourceConfiguration,
+    EncryptionConfiguration, Key, KeysConfiguration, KmsApiVersion, KmsConfiguration,
+    ProviderConfiguration, ResourceConfiguration,
 };
 use atrest_core::kms::testing::{InProcessConnector, ReferenceKms};
 use atrest_core::{GroupResource, ResourceTransformer, Transformers};
@@ -15,7 +16,13 @@ use libfuzzer_sys::fuzz_target;
 
 fn keys(list: &[(&str, u8, usize)]) -> KeysConfiguration {
     KeysConfiguration {
-        keys: list.iter().map(|(name, fill, len)| Key { name: (*name).into(), secret: zeroize::Zeroizing::new(vec![*fill; *len]) }).collect(),
+        keys: list
+            .iter()
+            .map(|(name, fill, len)| Key {
+                name: (*name).into(),
+                secret: zeroize::Zeroizing::new(vec![*fill; *len]),
+            })
+            .collect(),
     }
 }
 
@@ -46,8 +53,12 @@ fn transformer() -> &'static ResourceTransformer {
             }],
             content_hash: String::new(),
         };
-        let connector = Arc::new(InProcessConnector::new(Arc::new(ReferenceKms::new("fuzz-key", [9; 32]))));
-        Transformers::build(&config, connector).expect("fuzz config builds").for_resource(&GroupResource::parse("secrets"))
+        let connector = Arc::new(InProcessConnector::new(Arc::new(ReferenceKms::new(
+            "fuzz-key", [9; 32],
+        ))));
+        Transformers::build(&config, connector)
+            .expect("fuzz config builds")
+            .for_resource(&GroupResource::parse("secrets"))
     })
 }
 

@@ -8,8 +8,13 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     // Small page sizes keep interesting files small; the reader accepts 512..=1 MiB.
     for verify_checksum in [false, true] {
-        let Ok(snap) = Snapshot::from_bytes(data.to_vec(), "fuzz", OpenOptions { verify_checksum }) else { continue };
-        let Ok(index) = snap.index(&IndexOptions::default()) else { continue };
+        let Ok(snap) = Snapshot::from_bytes(data.to_vec(), "fuzz", OpenOptions { verify_checksum })
+        else {
+            continue;
+        };
+        let Ok(index) = snap.index(&IndexOptions::default()) else {
+            continue;
+        };
         for kv in snap.latest(&index) {
             if kv.is_err() {
                 break;

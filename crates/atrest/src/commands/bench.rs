@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use atrest_core::config::{
-    EncryptionConfiguration, Key, KeysConfiguration, KmsApiVersion, KmsConfiguration, ProviderConfiguration, ResourceConfiguration,
+    EncryptionConfiguration, Key, KeysConfiguration, KmsApiVersion, KmsConfiguration,
+    ProviderConfiguration, ResourceConfiguration,
 };
 use atrest_core::kms::testing::{InProcessConnector, ReferenceKms};
 use atrest_core::{GroupResource, ResourceTransformer, Transformers};
@@ -47,7 +48,12 @@ const SIZES: [usize; 2] = [1024, 64 * 1024];
 const AAD: &[u8] = b"/registry/secrets/default/bench";
 
 fn keys(secret: &[u8]) -> KeysConfiguration {
-    KeysConfiguration { keys: vec![Key { name: "bench".into(), secret: zeroize::Zeroizing::new(secret.to_vec()) }] }
+    KeysConfiguration {
+        keys: vec![Key {
+            name: "bench".into(),
+            secret: zeroize::Zeroizing::new(secret.to_vec()),
+        }],
+    }
 }
 
 fn kms(version: KmsApiVersion) -> ProviderConfiguration {
@@ -71,15 +77,21 @@ fn transformers() -> anyhow::Result<Vec<(&'static str, ResourceTransformer)>> {
         ("kmsv1", kms(KmsApiVersion::V1)),
         ("kmsv2", kms(KmsApiVersion::V2)),
     ];
-    let connector = Arc::new(InProcessConnector::new(Arc::new(ReferenceKms::generate("bench-key"))));
+    let connector = Arc::new(InProcessConnector::new(Arc::new(ReferenceKms::generate(
+        "bench-key",
+    ))));
     providers
         .into_iter()
         .map(|(name, provider)| {
             let config = EncryptionConfiguration {
-                resources: vec![ResourceConfiguration { resources: vec!["secrets".into()], providers: vec![provider] }],
+                resources: vec![ResourceConfiguration {
+                    resources: vec!["secrets".into()],
+                    providers: vec![provider],
+                }],
                 content_hash: String::new(),
             };
-            let t = Transformers::build(&config, connector.clone()).with_context(|| format!("building {name}"))?;
+            let t = Transformers::build(&config, connector.clone())
+                .with_context(|| format!("building {name}"))?;
             Ok((name, t.for_resource(&GroupResource::parse("secrets"))))
         })
         .collect()
@@ -108,9 +120,12 @@ pub fn bench(duration: Duration) -> anyhow::Result<Vec<Row>> {
     for (provider, t) in transformers()? {
         for size in SIZES {
             let plaintext = vec![0x6bu8; size];
-            let stored = t.write(&plaintext, AAD).with_context(|| format!("{provider} write"))?;
+            let stored = t
+                .write(&plaintext, AAD)
+                .with_context(|| format!("{provider} write"))?;
             // Establishes KMS state and caches before measuring.
-            t.read(&stored, AAD).with_context(|| format!("{provider} read"))?;
+            t.read(&stored, AAD)
+                .with_context(|| format!("{provider} read"))?;
             let encrypt = measure(duration, || {
                 black_box(t.write(black_box(&plaintext), AAD)?);
                 Ok(())
@@ -120,7 +135,13 @@ pub fn bench(duration: Duration) -> anyhow::Result<Vec<Row>> {
                 Ok(())
             })?;
             for (op, ns) in [("encrypt", encrypt), ("decrypt", decrypt)] {
-                rows.push(Row { provider, op, size, ns_per_op: ns, mb_per_s: size as f64 / ns * 1e3 });
+                rows.push(Row {
+                    provider,
+                    op,
+                    size,
+                    ns_per_op: ns,
+                    mb_per_s: size as f64 / ns * 1e3,
+                });
             }
         }
     }
@@ -133,10 +154,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         BenchFormat::Table => {
             println!("# Single-threaded, in-memory, through the etcd store's transformer path; MB = 10^6 bytes.");
-            println!("{:<10} {:<8} {:>7} {:>12} {:>10}", "provider", "op", "size", "ns/op", "MB/s");
+            println!(
+                "{:<10} {:<8} {:>7} {:>12} {:>10}",
+                "provider", "op", "size", "ns/op", "MB/s"
+            );
             for r in &rows {
                 let size = format!("{} KiB", r.size / 1024);
-                println!("{:<10} {:<8} {:>7} {:>12.0} {:>10.1}", r.provider, r.op, size, r.ns_per_op, r.mb_per_s);
+                println!(
+                    "{:<10} {:<8} {:>7} {:>12.0} {:>10.1}",
+                    r.provider, r.op, size, r.ns_per_op, r.mb_per_s
+                );
             }
         }
     }

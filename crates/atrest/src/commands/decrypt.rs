@@ -41,7 +41,12 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     let stored = args.crypto.read_input()?;
     let outcome = transformer
         .read(&stored, args.crypto.etcd_key.as_bytes())
-        .with_context(|| format!("decrypting the value for {} at {}", args.crypto.resource, args.crypto.etcd_key))?;
+        .with_context(|| {
+            format!(
+                "decrypting the value for {} at {}",
+                args.crypto.resource, args.crypto.etcd_key
+            )
+        })?;
     let p = &outcome.provider;
     match args.output {
         ReportFormat::Json => {
@@ -57,8 +62,16 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
             eprintln!("{}", serde_json::to_string(&report)?);
         }
         ReportFormat::Text => {
-            let stale = if outcome.stale { "stale: yes (a no-op update would rewrite it)" } else { "stale: no" };
-            eprintln!("read by {} (provider #{}); {stale}", describe(p), p.provider_index);
+            let stale = if outcome.stale {
+                "stale: yes (a no-op update would rewrite it)"
+            } else {
+                "stale: no"
+            };
+            eprintln!(
+                "read by {} (provider #{}); {stale}",
+                describe(p),
+                p.provider_index
+            );
         }
     }
     let plaintext = zeroize::Zeroizing::new(outcome.plaintext);

@@ -43,7 +43,9 @@ impl CryptoArgs {
     pub fn transformer(&self) -> anyhow::Result<ResourceTransformer> {
         let mut gates = FeatureGates::default();
         for value in &self.feature_gates {
-            parse_feature_gates(value, &mut gates).map_err(anyhow::Error::msg).context("parsing --feature-gates")?;
+            parse_feature_gates(value, &mut gates)
+                .map_err(anyhow::Error::msg)
+                .context("parsing --feature-gates")?;
         }
         for unknown in &gates.unknown {
             tracing::warn!("ignoring feature gate {unknown}");
@@ -59,13 +61,22 @@ impl CryptoArgs {
     /// All of stdin, base64-decoded if asked.
     pub fn read_input(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         let mut raw = Zeroizing::new(Vec::new());
-        std::io::stdin().read_to_end(&mut raw).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut raw)
+            .context("reading stdin")?;
         if !self.input_base64 {
             return Ok(raw);
         }
-        let text: Vec<u8> = raw.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+        let text: Vec<u8> = raw
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
         let text = Zeroizing::new(text);
-        Ok(Zeroizing::new(B64.decode(text.as_slice()).context("stdin is not valid base64")?))
+        Ok(Zeroizing::new(
+            B64.decode(text.as_slice())
+                .context("stdin is not valid base64")?,
+        ))
     }
 
     /// Writes the result in one piece (nothing reaches stdout unless the whole operation worked).
@@ -93,7 +104,13 @@ pub fn run(args: EncryptArgs) -> anyhow::Result<ExitCode> {
     let plaintext = args.crypto.read_input()?;
     let stored = transformer
         .write(&plaintext, args.crypto.etcd_key.as_bytes())
-        .with_context(|| format!("encrypting for {} with {}", args.crypto.resource, describe(&transformer.write_provider())))?;
+        .with_context(|| {
+            format!(
+                "encrypting for {} with {}",
+                args.crypto.resource,
+                describe(&transformer.write_provider())
+            )
+        })?;
     args.crypto.write_output(&stored)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -42,7 +42,12 @@ pub struct KeygenArgs {
 }
 
 pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
-    let size: usize = args.size.as_deref().unwrap_or("32").parse().context("--size")?;
+    let size: usize = args
+        .size
+        .as_deref()
+        .unwrap_or("32")
+        .parse()
+        .context("--size")?;
     if args.provider == KeyProvider::Secretbox && size != 32 {
         anyhow::bail!("secretbox keys are 32 bytes, not {size}");
     }
@@ -65,13 +70,18 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|()| out.flush()).context("writing stdout")?;
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("writing stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `key-YYYYMMDD` (UTC), so keys made on different days sort and never collide by default.
 fn default_name() -> String {
-    let days = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0);
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0);
     let (y, m, d) = civil(i64::try_from(days).unwrap_or(0));
     format!("key-{y:04}{m:02}{d:02}")
 }
