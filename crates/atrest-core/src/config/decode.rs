@@ -45,7 +45,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<RawConfig, DecodeError> {
     typemeta::check_type(root.as_ref(), bytes)?;
 
     let mut decoder = Decoder {
-        check_duplicates: is_json,
+        is_json,
         ..Decoder::default()
     };
     let mut config = RawConfig::default();
@@ -87,7 +87,9 @@ struct Located {
 /// Walks the tree into the typed raw model, collecting strict errors and the first fatal one.
 #[derive(Default)]
 struct Decoder {
-    check_duplicates: bool,
+    /// JSON input: repeated keys are reported here (YAML reports them while parsing), and
+    /// numbers are decoded from their literal text.
+    is_json: bool,
     strict: Vec<(String, Option<usize>)>,
     fatal: Option<Located>,
     /// A custom unmarshaler (durations) failing stops `encoding/json` at once.
@@ -195,7 +197,7 @@ impl Decoder {
                 ));
                 continue;
             }
-            if self.check_duplicates && seen.contains(&entry.key.as_str()) {
+            if self.is_json && seen.contains(&entry.key.as_str()) {
                 self.strict.push((
                     format!("duplicate field {}", quote(&field_path)),
                     entry.key_line,
@@ -425,7 +427,7 @@ impl Decoder {
             // A YAML float reaches Go's JSON decoder as its shortest text, so 100.0 becomes "100";
             // a JSON file's `100.0` is decoded from its literal text and refused.
             Value::Float(f)
-                if !self.check_duplicates
+                if !self.is_json
                     && f.fract() == 0.0
                     && f >= f64::from(i32::MIN)
                     && f <= f64::from(i32::MAX) =>
