@@ -166,7 +166,7 @@ impl Decoder {
     }
 
     /// Iterates an object's fields: known ones go to `visit`, unknown and repeated ones become
-    /// strict errors. Returns false (after a type error) when `node` is not an object.
+    /// strict errors. A non-object is a type error; `null` leaves the target at its zero value.
     fn object(
         &mut self,
         node: &Node,
