@@ -20,6 +20,26 @@ pub const MAX_CIPHERTEXT: usize = 1024;
 pub const MAX_KEY_ID: usize = 1024;
 pub const MAX_ANNOTATIONS: usize = 32 * 1024;
 
+/// KMS v2 annotation keys must be fully qualified domain names (WIRE-FORMAT.md §6.2.1): one
+/// optional trailing dot, then an RFC 1123 subdomain with at least two labels.
+pub fn valid_annotation_key(key: &str) -> bool {
+    let k = key.strip_suffix('.').unwrap_or(key);
+    if k.is_empty() || k.len() > 253 {
+        return false;
+    }
+    let labels: Vec<&str> = k.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        })
+}
+
 pub(crate) struct V2Service {
     pub backend: Arc<dyn KeyBackend>,
     pub health: Arc<HealthState>,
@@ -89,6 +109,16 @@ impl V2Service {
         }
         if wrapped.key_id.is_empty() || wrapped.key_id.len() > MAX_KEY_ID {
             return Err(Status::internal("backend produced an invalid key id"));
+        }
+        let ann_size: usize = wrapped
+            .annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if ann_size > MAX_ANNOTATIONS
+            || !wrapped.annotations.keys().all(|k| valid_annotation_key(k))
+        {
+            return Err(Status::internal("backend produced invalid annotations"));
         }
         tracing::debug!(uid = %req.uid, key_id = %wrapped.key_id, "encrypt");
         Ok(pb::EncryptResponse {
@@ -179,5 +209,22 @@ impl pb::key_management_service_server::KeyManagementService for V2Service {
         let start = Instant::now();
         let r = self.decrypt_inner(request.into_inner()).await;
         self.done(Method::V2Decrypt, start, r).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_annotation_key as ok;
+
+    #[test]
+    fn annotation_keys_are_fqdns() {
+        assert!(ok("local-kek.kms.kubernetes.io"));
+        assert!(ok("a.b."));
+        assert!(!ok("nodots"));
+        assert!(!ok("Upper.case"));
+        assert!(!ok("-a.b"));
+        assert!(!ok("a..b"));
+        assert!(!ok(""));
+        assert!(!ok(&format!("{}.io", "a".repeat(64))));
     }
 }
