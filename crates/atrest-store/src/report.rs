@@ -302,8 +302,13 @@ impl StatusReportBuilder {
         }
     }
 
-    pub fn finish(self) -> StatusReport {
+    /// The report; object lists and unreadable values sorted by key (pages may arrive out of order).
+    pub fn finish(mut self) -> StatusReport {
         let list = self.opts.list;
+        self.unreadable.sort_by(|a, b| a.key.cmp(&b.key));
+        for bucket in self.rows.values_mut() {
+            bucket.objects.sort_unstable();
+        }
         let rows = self
             .rows
             .into_iter()

@@ -208,24 +208,145 @@ impl Scanner {
     }
 }
 
-/// Runs the scanner in a task that fetches the next page while the caller works on the current one.
-pub fn prefetch(mut scanner: Scanner) -> mpsc::Receiver<Result<(i64, Vec<KeyValue>), EtcdError>> {
-    let (tx, rx) = mpsc::channel(2);
-    tokio::spawn(async move {
-        loop {
-            match scanner.next_page().await {
-                Ok(Some(page)) => {
-                    if tx.send(Ok((scanner.revision(), page))).await.is_err() {
+/// Runs each scanner in its own task, fetching the next page while the caller works on the
+/// current one; pages of all scanners arrive on one channel (in no particular order across scanners).
+pub fn prefetch(scanners: Vec<Scanner>) -> mpsc::Receiver<Result<(i64, Vec<KeyValue>), EtcdError>> {
+    let (tx, rx) = mpsc::channel(2 * scanners.len().max(1));
+    for mut scanner in scanners {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                match scanner.next_page().await {
+                    Ok(Some(page)) => {
+                        if tx.send(Ok((scanner.revision(), page))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                 }
-                Ok(None) => return,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
             }
-        }
-    });
+        });
+    }
     rx
+}
+
+/// The cluster's current revision (header of a one-key read).
+pub async fn current_revision(conn: &EtcdConnection) -> Result<i64, EtcdError> {
+    let resp = with_retry(conn, "get", || {
+        let mut kv = conn.kv();
+        async move { kv.get("/atrest-revision-probe", None).await }
+    })
+    .await?;
+    Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+}
+
+/// Byte-wise midpoint of `a < b` (as big-endian fractions): a key strictly between them, if any.
+fn midpoint(a: &[u8], b: &[u8]) -> Option<Vec<u8>> {
+    let len = a.len().max(b.len()) + 1;
+    let digit = |s: &[u8], i: usize| u16::from(s.get(i).copied().unwrap_or(0));
+    let mut sum = vec![0u16; len];
+    let mut carry = 0u16;
+    for i in (0..len).rev() {
+        let v = digit(a, i) + digit(b, i) + carry;
+        sum[i] = v % 256;
+        carry = v / 256;
+    }
+    let mut half = Vec::with_capacity(len);
+    let mut rem = carry;
+    for v in sum {
+        let cur = rem * 256 + v;
+        half.push((cur / 2) as u8);
+        rem = cur % 2;
+    }
+    while half.last() == Some(&0) {
+        half.pop();
+    }
+    (half.as_slice() > a && half.as_slice() < b).then_some(half)
+}
+
+/// Splits `[start, end)` into up to `parts` ranges of similar key-space width between its first and
+/// last key (two small requests at `revision`), so several scanners can read in parallel.
+pub async fn split_range(
+    conn: &EtcdConnection,
+    start: &[u8],
+    end: &[u8],
+    parts: usize,
+    revision: i64,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EtcdError> {
+    use etcd_client::{SortOrder, SortTarget};
+    let whole = vec![(start.to_vec(), end.to_vec())];
+    if parts < 2 {
+        return Ok(whole);
+    }
+    let edge = |order: SortOrder| {
+        let opts = GetOptions::new()
+            .with_range(end.to_vec())
+            .with_limit(1)
+            .with_keys_only()
+            .with_revision(revision)
+            .with_sort(SortTarget::Key, order);
+        with_retry(conn, "range", move || {
+            let mut kv = conn.kv();
+            let opts = opts.clone();
+            async move { kv.get(start.to_vec(), Some(opts)).await }
+        })
+    };
+    let first = edge(SortOrder::Ascend).await?;
+    let last = edge(SortOrder::Descend).await?;
+    let (Some(first), Some(last)) = (first.kvs().first(), last.kvs().first()) else {
+        return Ok(whole);
+    };
+    let mut points = vec![first.key().to_vec(), last.key().to_vec()];
+    while points.len() <= parts {
+        let mut next = vec![points[0].clone()];
+        for w in points.windows(2) {
+            if let Some(m) = midpoint(&w[0], &w[1]) {
+                next.push(m);
+            }
+            next.push(w[1].clone());
+        }
+        if next.len() == points.len() {
+            break;
+        }
+        points = next;
+    }
+    // Inner points become boundaries; the outer edges stay the original range.
+    let inner = &points[1..points.len() - 1];
+    let mut bounds = vec![start.to_vec()];
+    bounds.extend(inner.iter().cloned());
+    bounds.push(end.to_vec());
+    Ok(bounds
+        .windows(2)
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::midpoint;
+
+    #[test]
+    fn midpoints_lie_between() {
+        let m = midpoint(b"/registry/a", b"/registry/c").unwrap();
+        assert!(m.as_slice() > &b"/registry/a"[..] && m.as_slice() < &b"/registry/c"[..]);
+        assert_eq!(m, b"/registry/b");
+        let m = midpoint(b"a", b"b").unwrap();
+        assert!(m.as_slice() > &b"a"[..] && m.as_slice() < &b"b"[..]);
+        let m = midpoint(
+            b"/registry/secrets/ns-00/s-1",
+            b"/registry/secrets/ns-99/s-9",
+        )
+        .unwrap();
+        assert!(
+            m.starts_with(b"/registry/secrets/ns-"),
+            "{}",
+            String::from_utf8_lossy(&m)
+        );
+        assert_eq!(midpoint(b"a", b"a\x00"), None);
+        assert!(midpoint(b"\xff\xff", b"\xff\xff\xff").is_some());
+    }
 }

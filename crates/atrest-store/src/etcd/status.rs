@@ -3,7 +3,7 @@
 
 use atrest_core::Transformers;
 
-use super::scan::{prefetch, Scanner, PAGE_SIZE};
+use super::scan::{current_revision, prefetch, split_range, Scanner, PAGE_SIZE};
 use super::{EtcdConnection, EtcdError};
 use crate::keymap;
 use crate::report::{ReportOptions, StatusReport, StatusReportBuilder};
@@ -22,7 +22,11 @@ pub trait ScanProgress: Send + Sync {
 pub struct NoProgress;
 impl ScanProgress for NoProgress {}
 
+/// Ranges read in parallel (etcd serves concurrent reads on several cores).
+pub const PARALLEL_SCANS: usize = 4;
+
 /// Scans everything under `opts.etcd_prefix` and builds the report. Returns it with the revision read.
+/// The key space is split into up to [`PARALLEL_SCANS`] ranges, each paged, all at one revision.
 pub async fn status(
     conn: &EtcdConnection,
     transformers: Transformers,
@@ -31,16 +35,22 @@ pub async fn status(
 ) -> Result<(StatusReport, i64), EtcdError> {
     let prefix = keymap::normalize_prefix(&opts.etcd_prefix).into_bytes();
     let end = keymap::prefix_end(&prefix);
-    let mut scanner = Scanner::new(conn.clone(), vec![(prefix, end)], PAGE_SIZE);
+    let revision = current_revision(conn).await?;
     if progress.wants_total() {
-        progress.set_total(scanner.count_remaining().await?);
+        let mut counter =
+            Scanner::new(conn.clone(), vec![(prefix.clone(), end.clone())], PAGE_SIZE)
+                .at_revision(revision);
+        progress.set_total(counter.count_remaining().await?);
     }
-    let mut revision = scanner.revision();
+    let ranges = split_range(conn, &prefix, &end, PARALLEL_SCANS, revision).await?;
+    let scanners = ranges
+        .into_iter()
+        .map(|range| Scanner::new(conn.clone(), vec![range], PAGE_SIZE).at_revision(revision))
+        .collect();
     let mut builder = StatusReportBuilder::new(transformers, opts);
-    let mut pages = prefetch(scanner);
+    let mut pages = prefetch(scanners);
     while let Some(page) = pages.recv().await {
-        let (page_revision, kvs) = page?;
-        revision = page_revision;
+        let (_, kvs) = page?;
         for kv in &kvs {
             builder.add(kv.key(), kv.value());
         }

@@ -31,7 +31,11 @@ pub enum SnapshotError {
     MissingBucket(String),
     /// A key in the `key` bucket is not an etcd revision.
     #[error("page {page}: key {key} is not an etcd revision ({problem})")]
-    BadRevisionKey { page: u64, key: String, problem: String },
+    BadRevisionKey {
+        page: u64,
+        key: String,
+        problem: String,
+    },
     /// A value in the `key` bucket is not an `mvccpb.KeyValue`.
     #[error("revision {revision}: value is not an etcd KeyValue: {problem}")]
     BadKeyValue { revision: String, problem: String },
@@ -42,7 +46,10 @@ pub enum SnapshotError {
 
 impl SnapshotError {
     pub(crate) fn corrupt(page: u64, problem: impl Into<String>) -> Self {
-        SnapshotError::CorruptPage { page, problem: problem.into() }
+        SnapshotError::CorruptPage {
+            page,
+            problem: problem.into(),
+        }
     }
 }
 

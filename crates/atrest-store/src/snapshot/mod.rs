@@ -36,7 +36,9 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { verify_checksum: true }
+        OpenOptions {
+            verify_checksum: true,
+        }
     }
 }
 
@@ -124,8 +126,15 @@ impl Snapshot {
     }
 
     /// Like [`open`](Self::open), reporting checksum progress as `(bytes hashed, total)`.
-    pub fn open_with_progress(path: &Path, opts: OpenOptions, progress: impl FnMut(u64, u64)) -> Result<Snapshot> {
-        let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
+    pub fn open_with_progress(
+        path: &Path,
+        opts: OpenOptions,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<Snapshot> {
+        let io = |source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(io)?;
         let file_size = file.metadata().map_err(io)?.len();
         Self::open_source(Box::new(file), file_size, path, opts, progress)
@@ -146,7 +155,9 @@ impl Snapshot {
     ) -> Result<Snapshot> {
         let (data_len, checksum) = if trailer::has_trailer(file_size) {
             if opts.verify_checksum {
-                trailer::verify(file.as_ref(), path, file_size, |done| progress(done, file_size - trailer::TRAILER_LEN))?;
+                trailer::verify(file.as_ref(), path, file_size, |done| {
+                    progress(done, file_size - trailer::TRAILER_LEN)
+                })?;
                 (file_size - trailer::TRAILER_LEN, ChecksumState::Verified)
             } else {
                 (file_size - trailer::TRAILER_LEN, ChecksumState::NotChecked)
@@ -157,10 +168,15 @@ impl Snapshot {
         let db = Db::open(file, path, data_len)?;
         let page_size = db.meta().page_size;
         if checksum == ChecksumState::Absent && file_size % u64::from(page_size) != 0 {
-            return Err(SnapshotError::OddSize { len: file_size, page_size });
+            return Err(SnapshotError::OddSize {
+                len: file_size,
+                page_size,
+            });
         }
         let root = db.root_bucket();
-        let keys = root.bucket(&db, b"key")?.ok_or_else(|| SnapshotError::MissingBucket("key".into()))?;
+        let keys = root
+            .bucket(&db, b"key")?
+            .ok_or_else(|| SnapshotError::MissingBucket("key".into()))?;
         let compact_revision = match root.bucket(&db, b"meta")? {
             Some(meta) => match meta.get(&db, b"finishedCompactRev")? {
                 Some(e) => Some(mvcc::parse_meta_revision(e.value(), e.page_id())?),
@@ -171,7 +187,11 @@ impl Snapshot {
         let current_revision = match keys.last(&db)? {
             Some(e) => {
                 Revision::parse_key(e.key())
-                    .map_err(|problem| SnapshotError::BadRevisionKey { page: e.page_id(), key: hex_lossy(e.key()), problem })?
+                    .map_err(|problem| SnapshotError::BadRevisionKey {
+                        page: e.page_id(),
+                        key: hex_lossy(e.key()),
+                        problem,
+                    })?
                     .0
                     .main
             }
@@ -206,24 +226,35 @@ impl Snapshot {
             let entry = entry?;
             let (revision, tombstone) = parse_rev(&entry)?;
             let kv = decode(&entry, revision)?.to_owned();
-            Ok(RevisionEntry { revision, tombstone, kv })
+            Ok(RevisionEntry {
+                revision,
+                tombstone,
+                kv,
+            })
         })
     }
 
     fn check_revision(&self, at: Option<i64>) -> Result<i64> {
-        let Some(at) = at else { return Ok(self.info.current_revision) };
+        let Some(at) = at else {
+            return Ok(self.info.current_revision);
+        };
         if let Some(compact) = self.info.compact_revision {
             if at < compact {
                 return Err(SnapshotError::Revision {
                     requested: at,
-                    problem: format!("required revision has been compacted (compacted at {compact})"),
+                    problem: format!(
+                        "required revision has been compacted (compacted at {compact})"
+                    ),
                 });
             }
         }
         if at > self.info.current_revision || at <= 0 {
             return Err(SnapshotError::Revision {
                 requested: at,
-                problem: format!("not in the snapshot (revisions up to {})", self.info.current_revision),
+                problem: format!(
+                    "not in the snapshot (revisions up to {})",
+                    self.info.current_revision
+                ),
             });
         }
         Ok(at)
@@ -265,23 +296,39 @@ impl Snapshot {
             })
             .collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        Ok(LatestIndex { entries, revision: at, revisions_scanned: scanned, deleted_keys: deleted })
+        Ok(LatestIndex {
+            entries,
+            revision: at,
+            revisions_scanned: scanned,
+            deleted_keys: deleted,
+        })
     }
 
     /// Pass 2: the value of every indexed key, in key order.
-    pub fn latest<'a>(&'a self, index: &'a LatestIndex) -> impl Iterator<Item = Result<KeyValue>> + 'a {
-        index.entries.iter().map(move |(key, rev)| self.fetch(key, *rev))
+    pub fn latest<'a>(
+        &'a self,
+        index: &'a LatestIndex,
+    ) -> impl Iterator<Item = Result<KeyValue>> + 'a {
+        index
+            .entries
+            .iter()
+            .map(move |(key, rev)| self.fetch(key, *rev))
     }
 
     /// The value written at `rev`, which must belong to `key`.
     pub fn fetch(&self, key: &[u8], rev: Revision) -> Result<KeyValue> {
-        let entry = self.keys.get(&self.db, &rev.to_bytes())?.ok_or_else(|| SnapshotError::BadKeyValue {
-            revision: rev.to_string(),
-            problem: "revision vanished between passes".into(),
+        let entry = self.keys.get(&self.db, &rev.to_bytes())?.ok_or_else(|| {
+            SnapshotError::BadKeyValue {
+                revision: rev.to_string(),
+                problem: "revision vanished between passes".into(),
+            }
         })?;
         let kv = decode(&entry, rev)?;
         if kv.key != key {
-            return Err(SnapshotError::BadKeyValue { revision: rev.to_string(), problem: "belongs to another key".into() });
+            return Err(SnapshotError::BadKeyValue {
+                revision: rev.to_string(),
+                problem: "belongs to another key".into(),
+            });
         }
         Ok(kv.to_owned())
     }
@@ -289,7 +336,10 @@ impl Snapshot {
     /// The newest value of one key at `at` (a full scan of the history; use [`index`](Self::index)
     /// for many keys).
     pub fn get(&self, key: &[u8], at: Option<i64>) -> Result<Option<KeyValue>> {
-        let index = self.index(&IndexOptions { at_revision: at, key_prefix: key.to_vec() })?;
+        let index = self.index(&IndexOptions {
+            at_revision: at,
+            key_prefix: key.to_vec(),
+        })?;
         match index.entries.iter().find(|(k, _)| k == key) {
             Some((k, rev)) => self.fetch(k, *rev).map(Some),
             None => Ok(None),
@@ -299,15 +349,24 @@ impl Snapshot {
 
 fn parse_rev(entry: &bbolt::Entry) -> Result<(Revision, bool)> {
     if entry.is_bucket() {
-        return Err(SnapshotError::BadRevisionKey { page: entry.page_id(), key: hex_lossy(entry.key()), problem: "a nested bucket".into() });
+        return Err(SnapshotError::BadRevisionKey {
+            page: entry.page_id(),
+            key: hex_lossy(entry.key()),
+            problem: "a nested bucket".into(),
+        });
     }
-    Revision::parse_key(entry.key())
-        .map_err(|problem| SnapshotError::BadRevisionKey { page: entry.page_id(), key: hex_lossy(entry.key()), problem })
+    Revision::parse_key(entry.key()).map_err(|problem| SnapshotError::BadRevisionKey {
+        page: entry.page_id(),
+        key: hex_lossy(entry.key()),
+        problem,
+    })
 }
 
 fn decode(entry: &bbolt::Entry, revision: Revision) -> Result<KeyValueRef<'_>> {
-    mvcc::decode_key_value(entry.value())
-        .map_err(|problem| SnapshotError::BadKeyValue { revision: format!("{revision} (page {})", entry.page_id()), problem })
+    mvcc::decode_key_value(entry.value()).map_err(|problem| SnapshotError::BadKeyValue {
+        revision: format!("{revision} (page {})", entry.page_id()),
+        problem,
+    })
 }
 
 #[cfg(test)]

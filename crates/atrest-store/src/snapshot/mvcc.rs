@@ -120,19 +120,34 @@ pub fn decode_key_value(buf: &[u8]) -> std::result::Result<KeyValueRef<'_>, Stri
             }
             2 => {
                 let len = varint(buf, &mut pos)?;
-                let end = (pos as u64).checked_add(len).filter(|&e| e <= buf.len() as u64).ok_or("length-delimited field runs past the end")?
+                let end = (pos as u64)
+                    .checked_add(len)
+                    .filter(|&e| e <= buf.len() as u64)
+                    .ok_or("length-delimited field runs past the end")?
                     as usize;
                 let bytes = &buf[pos..end];
                 pos = end;
                 match field {
                     1 => kv.key = bytes,
                     5 => kv.value = bytes,
-                    2 | 3 | 4 | 6 => return Err(format!("field {field} has wire type 2, expected varint")),
+                    2 | 3 | 4 | 6 => {
+                        return Err(format!("field {field} has wire type 2, expected varint"))
+                    }
                     _ => {}
                 }
             }
-            1 => pos = pos.checked_add(8).filter(|&e| e <= buf.len()).ok_or("fixed64 runs past the end")?,
-            5 => pos = pos.checked_add(4).filter(|&e| e <= buf.len()).ok_or("fixed32 runs past the end")?,
+            1 => {
+                pos = pos
+                    .checked_add(8)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or("fixed64 runs past the end")?
+            }
+            5 => {
+                pos = pos
+                    .checked_add(4)
+                    .filter(|&e| e <= buf.len())
+                    .ok_or("fixed32 runs past the end")?
+            }
             w => return Err(format!("unsupported wire type {w}")),
         }
         if field == 0 {
@@ -144,11 +159,13 @@ pub fn decode_key_value(buf: &[u8]) -> std::result::Result<KeyValueRef<'_>, Stri
 
 /// Parses a `meta` bucket revision value (17 bytes, like a `key` bucket key).
 pub fn parse_meta_revision(value: &[u8], page: u64) -> Result<i64> {
-    Revision::parse_key(value).map(|(r, _)| r.main).map_err(|problem| SnapshotError::BadRevisionKey {
-        page,
-        key: hex_lossy(value),
-        problem,
-    })
+    Revision::parse_key(value)
+        .map(|(r, _)| r.main)
+        .map_err(|problem| SnapshotError::BadRevisionKey {
+            page,
+            key: hex_lossy(value),
+            problem,
+        })
 }
 
 pub(crate) fn hex_lossy(b: &[u8]) -> String {
@@ -173,7 +190,12 @@ mod tests {
             put_varint(&mut out, bytes.len() as u64);
             out.extend_from_slice(bytes);
         }
-        for (field, v) in [(2u64, kv.create_revision), (3, kv.mod_revision), (4, kv.version), (6, kv.lease)] {
+        for (field, v) in [
+            (2u64, kv.create_revision),
+            (3, kv.mod_revision),
+            (4, kv.version),
+            (6, kv.lease),
+        ] {
             put_varint(&mut out, field << 3);
             put_varint(&mut out, v as u64);
         }
@@ -192,7 +214,14 @@ mod tests {
 
     #[test]
     fn key_value_round_trip_and_errors() {
-        let kv = KeyValue { key: b"/registry/secrets/a/b".to_vec(), create_revision: 5, mod_revision: 9, version: 3, value: vec![7; 300], lease: -1 };
+        let kv = KeyValue {
+            key: b"/registry/secrets/a/b".to_vec(),
+            create_revision: 5,
+            mod_revision: 9,
+            version: 3,
+            value: vec![7; 300],
+            lease: -1,
+        };
         let enc = encode(&kv);
         assert_eq!(decode_key_value(&enc).unwrap().to_owned(), kv);
         for cut in 1..enc.len() {

@@ -105,7 +105,10 @@ fn three_page_tree() -> Vec<Vec<u8>> {
     let l1 = leaf(4, &[(0, rev(2, false), kv(b"/k/1", b"a", 2))]);
     let l2 = leaf(5, &[(0, rev(3, false), kv(b"/k/2", b"b", 3))]);
     let br = branch(3, &[(rev(2, false), 4), (rev(3, false), 5)]);
-    let root = leaf(2, &[(1, b"key".to_vec(), bucket_value(3, None)), meta_bucket()]);
+    let root = leaf(
+        2,
+        &[(1, b"key".to_vec(), bucket_value(3, None)), meta_bucket()],
+    );
     vec![root, br, l1, l2]
 }
 
@@ -116,16 +119,34 @@ fn inline_key_bucket_with_tombstone() {
         (0, rev(3, false), kv(b"/registry/b", b"two", 3)),
         (0, rev(4, true), kv(b"/registry/a", b"", 4)),
     ];
-    let root = leaf(2, &[(1, b"key".to_vec(), bucket_value(0, Some(leaf(0, &entries)))), meta_bucket()]);
+    let root = leaf(
+        2,
+        &[
+            (1, b"key".to_vec(), bucket_value(0, Some(leaf(0, &entries)))),
+            meta_bucket(),
+        ],
+    );
     let snap = Snapshot::from_bytes(file(vec![root]), "inline", OpenOptions::default()).unwrap();
     assert_eq!(snap.info().current_revision, 4);
     let index = snap.index(&IndexOptions::default()).unwrap();
     let keys: Vec<_> = snap.latest(&index).map(|kv| kv.unwrap().key).collect();
     assert_eq!(keys, vec![b"/registry/b".to_vec()]);
     assert_eq!(index.deleted_keys, 1);
-    assert_eq!(snap.get(b"/registry/a", Some(3)).unwrap().unwrap().value, b"one");
-    let err = snap.index(&IndexOptions { at_revision: Some(9), ..Default::default() }).unwrap_err();
-    assert!(err.to_string().starts_with("revision 9: not in the snapshot"), "{err}");
+    assert_eq!(
+        snap.get(b"/registry/a", Some(3)).unwrap().unwrap().value,
+        b"one"
+    );
+    let err = snap
+        .index(&IndexOptions {
+            at_revision: Some(9),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("revision 9: not in the snapshot"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -139,28 +160,46 @@ fn branch_pages_and_cycles() {
     let with_branch = |br: Vec<u8>| {
         let mut p = pages.clone();
         p[1] = br;
-        Snapshot::from_bytes(file(p), "bad", OpenOptions::default()).and_then(|s| s.index(&IndexOptions::default()).map(|_| ()))
+        Snapshot::from_bytes(file(p), "bad", OpenOptions::default())
+            .and_then(|s| s.index(&IndexOptions::default()).map(|_| ()))
     };
     // Branch pointing at itself.
-    let err = with_branch(branch(3, &[(rev(2, false), 4), (rev(3, false), 3)])).unwrap_err().to_string();
+    let err = with_branch(branch(3, &[(rev(2, false), 4), (rev(3, false), 3)]))
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("page 3:"), "{err}");
     // Two branch elements sharing one leaf (not a cycle, but a revisit).
-    let err = with_branch(branch(3, &[(rev(2, false), 4), (rev(3, false), 4)])).unwrap_err().to_string();
+    let err = with_branch(branch(3, &[(rev(2, false), 4), (rev(3, false), 4)]))
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("page 4:"), "{err}");
     // Child id beyond the high-water mark.
-    let err = with_branch(branch(3, &[(rev(2, false), 4), (rev(3, false), 999)])).unwrap_err().to_string();
+    let err = with_branch(branch(3, &[(rev(2, false), 4), (rev(3, false), 999)]))
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("page 999: page id out of range"), "{err}");
 }
 
 #[test]
 fn missing_key_bucket() {
     let root = leaf(2, &[meta_bucket()]);
-    let err = Snapshot::from_bytes(file(vec![root]), "nokey", OpenOptions::default()).err().unwrap();
-    assert_eq!(err.to_string(), "not an etcd database: bucket \"key\" not found");
+    let err = Snapshot::from_bytes(file(vec![root]), "nokey", OpenOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "not an etcd database: bucket \"key\" not found"
+    );
 }
 
 fn read_everything(bytes: Vec<u8>) {
-    if let Ok(snap) = Snapshot::from_bytes(bytes, "prop", OpenOptions { verify_checksum: false }) {
+    if let Ok(snap) = Snapshot::from_bytes(
+        bytes,
+        "prop",
+        OpenOptions {
+            verify_checksum: false,
+        },
+    ) {
         if let Ok(index) = snap.index(&IndexOptions::default()) {
             for kv in snap.latest(&index) {
                 if kv.is_err() {

@@ -18,8 +18,16 @@ pub fn has_trailer(len: u64) -> bool {
 }
 
 /// Hashes the first `len - 32` bytes in 1 MiB reads and compares with the last 32.
-pub fn verify(file: &dyn Source, path: &Path, len: u64, mut progress: impl FnMut(u64)) -> Result<()> {
-    let io = |source| SnapshotError::Io { path: path.to_path_buf(), source };
+pub fn verify(
+    file: &dyn Source,
+    path: &Path,
+    len: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<()> {
+    let io = |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let data_len = len - TRAILER_LEN;
     let mut expected = [0u8; 32];
     file.read_exact_at(&mut expected, data_len).map_err(io)?;
@@ -35,7 +43,10 @@ pub fn verify(file: &dyn Source, path: &Path, len: u64, mut progress: impl FnMut
     }
     let actual: [u8; 32] = hasher.finalize().into();
     if actual != expected {
-        return Err(SnapshotError::ChecksumMismatch { expected: hex::encode(expected), actual: hex::encode(actual) });
+        return Err(SnapshotError::ChecksumMismatch {
+            expected: hex::encode(expected),
+            actual: hex::encode(actual),
+        });
     }
     Ok(())
 }

@@ -77,7 +77,9 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
                     args.config.config.display()
                 );
             }
-            list.push(gr);
+            if !list.contains(&gr) {
+                list.push(gr);
+            }
         }
         Selection::Only(list)
     };

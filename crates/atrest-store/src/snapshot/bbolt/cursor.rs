@@ -30,13 +30,22 @@ impl Entry {
     }
     pub fn key(&self) -> &[u8] {
         // Validated when the page was read.
-        self.page.leaf(self.index).map(|e| e.key).unwrap_or_default()
+        self.page
+            .leaf(self.index)
+            .map(|e| e.key)
+            .unwrap_or_default()
     }
     pub fn value(&self) -> &[u8] {
-        self.page.leaf(self.index).map(|e| e.value).unwrap_or_default()
+        self.page
+            .leaf(self.index)
+            .map(|e| e.value)
+            .unwrap_or_default()
     }
     pub fn flags(&self) -> u32 {
-        self.page.leaf(self.index).map(|e| e.flags).unwrap_or_default()
+        self.page
+            .leaf(self.index)
+            .map(|e| e.flags)
+            .unwrap_or_default()
     }
     pub fn is_bucket(&self) -> bool {
         self.flags() & BUCKET_LEAF_FLAG != 0
@@ -64,12 +73,19 @@ impl Bucket {
                 return Ok(None);
             }
             if path.len() >= MAX_DEPTH || path.contains(&page.id()) {
-                return Err(SnapshotError::corrupt(page.id(), "branch pages form a cycle or are nested too deep"));
+                return Err(SnapshotError::corrupt(
+                    page.id(),
+                    "branch pages form a cycle or are nested too deep",
+                ));
             }
             path.push(page.id());
             let i = page.search(key)?;
             // The child whose range holds `key`: exact match, else the element before.
-            let i = if i < page.count() && page.branch(i)?.0 == key { i } else { i.saturating_sub(1) };
+            let i = if i < page.count() && page.branch(i)?.0 == key {
+                i
+            } else {
+                i.saturating_sub(1)
+            };
             let child = page.branch(i)?.1;
             page = db.read_page(child)?;
         }
@@ -77,24 +93,38 @@ impl Bucket {
 
     /// The nested bucket stored under `name`.
     pub fn bucket(&self, db: &Db, name: &[u8]) -> Result<Option<Bucket>> {
-        let Some(entry) = self.get(db, name)? else { return Ok(None) };
+        let Some(entry) = self.get(db, name)? else {
+            return Ok(None);
+        };
         if !entry.is_bucket() {
             return Err(SnapshotError::corrupt(
                 entry.page_id(),
-                format!("{:?} is a plain value, not a bucket", String::from_utf8_lossy(name)),
+                format!(
+                    "{:?} is a plain value, not a bucket",
+                    String::from_utf8_lossy(name)
+                ),
             ));
         }
         let value = entry.value();
         if value.len() < BUCKET_HEADER_SIZE {
-            return Err(SnapshotError::corrupt(entry.page_id(), "bucket header shorter than 16 bytes"));
+            return Err(SnapshotError::corrupt(
+                entry.page_id(),
+                "bucket header shorter than 16 bytes",
+            ));
         }
         let root = u64::from_le_bytes(value[..8].try_into().unwrap_or_default());
         if root != 0 {
             return Ok(Some(Bucket::Page(root)));
         }
-        let inline = Page::new(entry.page_id(), Arc::new(value[BUCKET_HEADER_SIZE..].to_vec()))?;
+        let inline = Page::new(
+            entry.page_id(),
+            Arc::new(value[BUCKET_HEADER_SIZE..].to_vec()),
+        )?;
         if !inline.is_leaf() {
-            return Err(SnapshotError::corrupt(entry.page_id(), "inline bucket is not a leaf page"));
+            return Err(SnapshotError::corrupt(
+                entry.page_id(),
+                "inline bucket is not a leaf page",
+            ));
         }
         Ok(Some(Bucket::Inline(inline)))
     }
@@ -127,12 +157,24 @@ pub struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn new(db: &'a Db, root: Bucket) -> Self {
         let inline_root = matches!(root, Bucket::Inline(_));
-        Cursor { db, root: Some(root), stack: Vec::new(), visited: Vec::new(), last_key: None, start: None, inline_root, failed: false }
+        Cursor {
+            db,
+            root: Some(root),
+            stack: Vec::new(),
+            visited: Vec::new(),
+            last_key: None,
+            start: None,
+            inline_root,
+            failed: false,
+        }
     }
 
     fn enter(&mut self, page: Page) -> Result<()> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(SnapshotError::corrupt(page.id(), format!("tree deeper than {MAX_DEPTH} levels")));
+            return Err(SnapshotError::corrupt(
+                page.id(),
+                format!("tree deeper than {MAX_DEPTH} levels"),
+            ));
         }
         // Inline bucket pages live inside their parent's value: only file pages are tracked.
         if !(self.stack.is_empty() && self.inline_root) {
@@ -142,9 +184,15 @@ impl<'a> Cursor<'a> {
                 self.visited = vec![0u64; (self.db.page_count() / 64 + 1) as usize];
             }
             // read_page checked id < page_count, so `word` is in range.
-            let w = self.visited.get_mut(word).ok_or_else(|| SnapshotError::corrupt(id, "page id out of range"))?;
+            let w = self
+                .visited
+                .get_mut(word)
+                .ok_or_else(|| SnapshotError::corrupt(id, "page id out of range"))?;
             if *w & (1 << bit) != 0 {
-                return Err(SnapshotError::corrupt(id, "page referenced twice (page-id cycle or shared subtree)"));
+                return Err(SnapshotError::corrupt(
+                    id,
+                    "page referenced twice (page-id cycle or shared subtree)",
+                ));
             }
             *w |= 1 << bit;
         }
@@ -171,7 +219,9 @@ impl<'a> Cursor<'a> {
             self.enter(page)?;
         }
         loop {
-            let Some((page, index)) = self.stack.last_mut() else { return Ok(None) };
+            let Some((page, index)) = self.stack.last_mut() else {
+                return Ok(None);
+            };
             if *index >= page.count() {
                 self.stack.pop();
                 continue;
@@ -179,11 +229,17 @@ impl<'a> Cursor<'a> {
             let i = *index;
             *index += 1;
             if page.is_leaf() {
-                let entry = Entry { page: page.clone(), index: i };
+                let entry = Entry {
+                    page: page.clone(),
+                    index: i,
+                };
                 let key = entry.key();
                 match &mut self.last_key {
                     Some(last) if key <= last.as_slice() => {
-                        return Err(SnapshotError::corrupt(entry.page_id(), format!("keys out of order at element {i}")));
+                        return Err(SnapshotError::corrupt(
+                            entry.page_id(),
+                            format!("keys out of order at element {i}"),
+                        ));
                     }
                     Some(last) => {
                         last.clear();
@@ -224,10 +280,16 @@ impl Bucket {
         let mut path: Vec<u64> = Vec::new();
         loop {
             if page.is_leaf() {
-                return Ok(page.count().checked_sub(1).map(|index| Entry { page, index }));
+                return Ok(page
+                    .count()
+                    .checked_sub(1)
+                    .map(|index| Entry { page, index }));
             }
             if path.len() >= MAX_DEPTH || path.contains(&page.id()) {
-                return Err(SnapshotError::corrupt(page.id(), "branch pages form a cycle or are nested too deep"));
+                return Err(SnapshotError::corrupt(
+                    page.id(),
+                    "branch pages form a cycle or are nested too deep",
+                ));
             }
             path.push(page.id());
             let child = page.branch(page.count() - 1)?.1; // branch pages have >= 1 element

@@ -44,7 +44,9 @@ impl Meta {
         if header.flags & META_PAGE == 0 {
             return Err(format!("not a meta page (flags {:#06x})", header.flags));
         }
-        let f = |off: usize| u64_at(buf, PAGE_HEADER_SIZE + off).ok_or("file too short for a meta page");
+        let f = |off: usize| {
+            u64_at(buf, PAGE_HEADER_SIZE + off).ok_or("file too short for a meta page")
+        };
         let magic = u32_at(buf, PAGE_HEADER_SIZE).ok_or("file too short for a meta page")?;
         if magic != MAGIC {
             return Err(format!("bad magic {magic:#010x}"));
@@ -103,7 +105,10 @@ mod tests {
     fn parse_and_reject() {
         let buf = meta_page(4096, 3, 10, 42);
         let meta = Meta::parse(&buf).unwrap();
-        assert_eq!((meta.page_size, meta.root, meta.pgid, meta.txid), (4096, 3, 10, 42));
+        assert_eq!(
+            (meta.page_size, meta.root, meta.pgid, meta.txid),
+            (4096, 3, 10, 42)
+        );
         let mut bad = buf.clone();
         bad[PAGE_HEADER_SIZE + 50] ^= 1;
         assert_eq!(Meta::parse(&bad).unwrap_err(), "checksum mismatch");

@@ -63,7 +63,11 @@ pub struct Db {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("path", &self.path).field("data_len", &self.data_len).field("meta", &self.meta).finish()
+        f.debug_struct("Db")
+            .field("path", &self.path)
+            .field("data_len", &self.data_len)
+            .field("meta", &self.meta)
+            .finish()
     }
 }
 
@@ -73,9 +77,12 @@ impl Db {
         let read_meta = |offset: u64| -> std::result::Result<Meta, String> {
             let mut buf = vec![0u8; meta::META_LEN];
             if offset + meta::META_LEN as u64 > data_len {
-                return Err(format!("file too short ({data_len} bytes) for a meta page at byte {offset}"));
+                return Err(format!(
+                    "file too short ({data_len} bytes) for a meta page at byte {offset}"
+                ));
             }
-            file.read_exact_at(&mut buf, offset).map_err(|e| e.to_string())?;
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|e| e.to_string())?;
             Meta::parse(&buf)
         };
         let meta0 = read_meta(0);
@@ -91,7 +98,12 @@ impl Db {
                     meta1 = Ok(m);
                     break;
                 }
-                Ok(m) => meta1 = Err(format!("page size {} does not match its position {size}", m.page_size)),
+                Ok(m) => {
+                    meta1 = Err(format!(
+                        "page size {} does not match its position {size}",
+                        m.page_size
+                    ))
+                }
                 Err(e) => meta1 = Err(e),
             }
         }
@@ -105,18 +117,33 @@ impl Db {
             }
             (Ok(a), Err(_)) => *a,
             (Err(_), Ok(b)) => *b,
-            (Err(a), Err(b)) => return Err(SnapshotError::NoValidMeta { meta0: a.clone(), meta1: b.clone() }),
+            (Err(a), Err(b)) => {
+                return Err(SnapshotError::NoValidMeta {
+                    meta0: a.clone(),
+                    meta1: b.clone(),
+                })
+            }
         };
         let ps = u64::from(meta.page_size);
         if meta.pgid < 3 {
-            return Err(SnapshotError::corrupt(meta.txid % 2, format!("meta high-water mark {} too small", meta.pgid)));
+            return Err(SnapshotError::corrupt(
+                meta.txid % 2,
+                format!("meta high-water mark {} too small", meta.pgid),
+            ));
         }
-        let needed = meta.pgid.checked_mul(ps).unwrap_or(u64::MAX);
+        let needed = meta.pgid.saturating_mul(ps);
         if needed > data_len {
-            return Err(SnapshotError::Truncated { page: meta.pgid - 1, needed, len: data_len });
+            return Err(SnapshotError::Truncated {
+                page: meta.pgid - 1,
+                needed,
+                len: data_len,
+            });
         }
         if meta.root < 2 || meta.root >= meta.pgid {
-            return Err(SnapshotError::corrupt(meta.txid % 2, format!("root bucket page {} out of range", meta.root)));
+            return Err(SnapshotError::corrupt(
+                meta.txid % 2,
+                format!("root bucket page {} out of range", meta.root),
+            ));
         }
         Ok(Db {
             file,
@@ -151,12 +178,25 @@ impl Db {
     fn read_exact(&self, buf: &mut [u8], offset: u64, page: u64) -> Result<()> {
         let end = offset + buf.len() as u64;
         if end > self.data_len {
-            return Err(SnapshotError::Truncated { page, needed: end, len: self.data_len });
+            return Err(SnapshotError::Truncated {
+                page,
+                needed: end,
+                len: self.data_len,
+            });
         }
-        self.file.read_exact_at(buf, offset).map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => SnapshotError::Truncated { page, needed: end, len: self.data_len },
-            _ => SnapshotError::Io { path: self.path.clone(), source: e },
-        })
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => SnapshotError::Truncated {
+                    page,
+                    needed: end,
+                    len: self.data_len,
+                },
+                _ => SnapshotError::Io {
+                    path: self.path.clone(),
+                    source: e,
+                },
+            })
     }
 
     /// Reads and validates a branch or leaf page with its overflow pages.
@@ -164,19 +204,31 @@ impl Db {
         if id < 2 || id >= self.meta.pgid {
             return Err(SnapshotError::corrupt(
                 id,
-                format!("page id out of range (database pages 2..{})", self.meta.pgid),
+                format!(
+                    "page id out of range (database pages 2..{})",
+                    self.meta.pgid
+                ),
             ));
         }
-        if let Some(p) = self.branch_cache.lock().map_err(|_| SnapshotError::corrupt(id, "cache poisoned"))?.get(&id) {
+        if let Some(p) = self
+            .branch_cache
+            .lock()
+            .map_err(|_| SnapshotError::corrupt(id, "cache poisoned"))?
+            .get(&id)
+        {
             return Ok(p.clone());
         }
         let ps = u64::from(self.meta.page_size);
         let offset = id * ps; // id < pgid and pgid * ps <= data_len: no overflow
         let mut buf = vec![0u8; ps as usize];
         self.read_exact(&mut buf, offset, id)?;
-        let header = PageHeader::parse(&buf).ok_or_else(|| SnapshotError::corrupt(id, "short header"))?;
+        let header =
+            PageHeader::parse(&buf).ok_or_else(|| SnapshotError::corrupt(id, "short header"))?;
         if header.id != id {
-            return Err(SnapshotError::corrupt(id, format!("header names page {} (stale or misplaced page)", header.id)));
+            return Err(SnapshotError::corrupt(
+                id,
+                format!("header names page {} (stale or misplaced page)", header.id),
+            ));
         }
         if header.overflow > 0 {
             let last = id.checked_add(u64::from(header.overflow));
@@ -185,7 +237,11 @@ impl Db {
                 _ => {
                     return Err(SnapshotError::corrupt(
                         id,
-                        format!("{} overflow pages run past the last page {}", header.overflow, self.meta.pgid - 1),
+                        format!(
+                            "{} overflow pages run past the last page {}",
+                            header.overflow,
+                            self.meta.pgid - 1
+                        ),
                     ))
                 }
             }
@@ -193,10 +249,14 @@ impl Db {
             buf.resize(total as usize, 0);
             self.read_exact(&mut buf[ps as usize..], offset + ps, id)?;
         }
-        self.pages_read.fetch_add(u64::from(header.overflow) + 1, Ordering::Relaxed);
+        self.pages_read
+            .fetch_add(u64::from(header.overflow) + 1, Ordering::Relaxed);
         let page = Page::new(id, Arc::new(buf))?;
         if !page.is_leaf() {
-            let mut cache = self.branch_cache.lock().map_err(|_| SnapshotError::corrupt(id, "cache poisoned"))?;
+            let mut cache = self
+                .branch_cache
+                .lock()
+                .map_err(|_| SnapshotError::corrupt(id, "cache poisoned"))?;
             if cache.len() >= BRANCH_CACHE_PAGES {
                 cache.clear();
             }

@@ -25,7 +25,8 @@ pub const BUCKET_LEAF_FLAG: u32 = 0x01;
 pub const BUCKET_HEADER_SIZE: usize = 16;
 
 pub(crate) fn u16_at(buf: &[u8], off: usize) -> Option<u16> {
-    buf.get(off..off.checked_add(2)?).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    buf.get(off..off.checked_add(2)?)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
 }
 pub(crate) fn u32_at(buf: &[u8], off: usize) -> Option<u32> {
     let b = buf.get(off..off.checked_add(4)?)?;
@@ -47,7 +48,12 @@ pub struct PageHeader {
 
 impl PageHeader {
     pub fn parse(buf: &[u8]) -> Option<PageHeader> {
-        Some(PageHeader { id: u64_at(buf, 0)?, flags: u16_at(buf, 8)?, count: u16_at(buf, 10)?, overflow: u32_at(buf, 12)? })
+        Some(PageHeader {
+            id: u64_at(buf, 0)?,
+            flags: u16_at(buf, 8)?,
+            count: u16_at(buf, 10)?,
+            overflow: u32_at(buf, 12)?,
+        })
     }
 }
 
@@ -62,7 +68,11 @@ pub struct Page {
 
 impl std::fmt::Debug for Page {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Page").field("id", &self.id).field("header", &self.header).field("len", &self.buf.len()).finish()
+        f.debug_struct("Page")
+            .field("id", &self.id)
+            .field("header", &self.header)
+            .field("len", &self.buf.len())
+            .finish()
     }
 }
 
@@ -77,19 +87,27 @@ pub struct LeafElement<'a> {
 impl Page {
     /// Checks the header, the kind (branch or leaf) and that every element lies inside `buf`.
     pub fn new(id: u64, buf: Arc<Vec<u8>>) -> Result<Page> {
-        let header = PageHeader::parse(&buf).ok_or_else(|| SnapshotError::corrupt(id, "page shorter than its header"))?;
+        let header = PageHeader::parse(&buf)
+            .ok_or_else(|| SnapshotError::corrupt(id, "page shorter than its header"))?;
         let kind = header.flags & (BRANCH_PAGE | LEAF_PAGE | META_PAGE | FREELIST_PAGE);
         if kind != BRANCH_PAGE && kind != LEAF_PAGE {
             return Err(SnapshotError::corrupt(
                 id,
-                format!("expected a branch or leaf page, found flags {:#06x}", header.flags),
+                format!(
+                    "expected a branch or leaf page, found flags {:#06x}",
+                    header.flags
+                ),
             ));
         }
         let elements_end = PAGE_HEADER_SIZE + usize::from(header.count) * ELEMENT_SIZE;
         if elements_end > buf.len() {
             return Err(SnapshotError::corrupt(
                 id,
-                format!("{} elements do not fit in {} bytes", header.count, buf.len()),
+                format!(
+                    "{} elements do not fit in {} bytes",
+                    header.count,
+                    buf.len()
+                ),
             ));
         }
         if header.flags & BRANCH_PAGE != 0 && header.count == 0 {
@@ -122,29 +140,53 @@ impl Page {
         let start = (elem as u64).checked_add(u64::from(pos));
         let end = start.and_then(|s| s.checked_add(len));
         match (start, end) {
-            (Some(s), Some(e)) if e <= self.buf.len() as u64 => Ok(&self.buf[s as usize..e as usize]),
+            (Some(s), Some(e)) if e <= self.buf.len() as u64 => {
+                Ok(&self.buf[s as usize..e as usize])
+            }
             _ => Err(SnapshotError::corrupt(
                 self.id,
-                format!("element {i} points outside the page (pos {pos}, length {len}, page {} bytes)", self.buf.len()),
+                format!(
+                    "element {i} points outside the page (pos {pos}, length {len}, page {} bytes)",
+                    self.buf.len()
+                ),
             )),
         }
     }
 
     fn branch_checked(&self, i: usize) -> Result<(&[u8], u64)> {
         let elem = PAGE_HEADER_SIZE + i * ELEMENT_SIZE;
-        let (pos, ksize, child) = match (u32_at(&self.buf, elem), u32_at(&self.buf, elem + 4), u64_at(&self.buf, elem + 8)) {
+        let (pos, ksize, child) = match (
+            u32_at(&self.buf, elem),
+            u32_at(&self.buf, elem + 4),
+            u64_at(&self.buf, elem + 8),
+        ) {
             (Some(p), Some(k), Some(c)) => (p, k, c),
-            _ => return Err(SnapshotError::corrupt(self.id, format!("element {i} outside the page"))),
+            _ => {
+                return Err(SnapshotError::corrupt(
+                    self.id,
+                    format!("element {i} outside the page"),
+                ))
+            }
         };
         Ok((self.slice(i, pos, u64::from(ksize))?, child))
     }
 
     fn leaf_checked(&self, i: usize) -> Result<LeafElement<'_>> {
         let elem = PAGE_HEADER_SIZE + i * ELEMENT_SIZE;
-        let fields = (u32_at(&self.buf, elem), u32_at(&self.buf, elem + 4), u32_at(&self.buf, elem + 8), u32_at(&self.buf, elem + 12));
+        let fields = (
+            u32_at(&self.buf, elem),
+            u32_at(&self.buf, elem + 4),
+            u32_at(&self.buf, elem + 8),
+            u32_at(&self.buf, elem + 12),
+        );
         let (flags, pos, ksize, vsize) = match fields {
             (Some(f), Some(p), Some(k), Some(v)) => (f, p, k, v),
-            _ => return Err(SnapshotError::corrupt(self.id, format!("element {i} outside the page"))),
+            _ => {
+                return Err(SnapshotError::corrupt(
+                    self.id,
+                    format!("element {i} outside the page"),
+                ))
+            }
         };
         let both = self.slice(i, pos, u64::from(ksize) + u64::from(vsize))?;
         let (key, value) = both.split_at(ksize as usize);
@@ -166,7 +208,11 @@ impl Page {
         let (mut lo, mut hi) = (0usize, self.count());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let k = if self.is_leaf() { self.leaf(mid)?.key } else { self.branch(mid)?.0 };
+            let k = if self.is_leaf() {
+                self.leaf(mid)?.key
+            } else {
+                self.branch(mid)?.0
+            };
             if k < key {
                 lo = mid + 1;
             } else {
@@ -211,13 +257,19 @@ mod tests {
         let mut buf = leaf_page(&[(b"a", b"1")]);
         buf[PAGE_HEADER_SIZE + 12] = 200; // vsize beyond the buffer
         let err = Page::new(9, Arc::new(buf)).unwrap_err().to_string();
-        assert!(err.starts_with("page 9: element 0 points outside the page"), "{err}");
+        assert!(
+            err.starts_with("page 9: element 0 points outside the page"),
+            "{err}"
+        );
     }
 
     #[test]
     fn too_many_elements_is_an_error() {
         let mut buf = leaf_page(&[(b"a", b"1")]);
         buf[10] = 0xff;
-        assert!(Page::new(3, Arc::new(buf)).unwrap_err().to_string().contains("elements do not fit"));
+        assert!(Page::new(3, Arc::new(buf))
+            .unwrap_err()
+            .to_string()
+            .contains("elements do not fit"));
     }
 }

@@ -1,0 +1,179 @@
+//! `rewrite` to a KMS v2 write provider through a real plugin socket (`atrest kms serve`):
+//! the sample's Secrets move from local keys to KMS v2 (OPERATIONS.md §3.4).
+
+mod etcd_common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use atrest_testkit::EtcdServer;
+use etcd_common::*;
+
+struct Plugin {
+    child: std::process::Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Plugin {
+    fn start() -> Plugin {
+        let dir = tempfile::tempdir().unwrap();
+        let ks = dir.path().join("ks");
+        let sock = dir.path().join("kms.sock");
+        let out = atrest_cmd()
+            .args(["kms", "init", "--key-store", ks.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kms init: {}", stderr(&out));
+        let endpoint = format!("unix://{}", sock.display());
+        let child = atrest_cmd()
+            .args([
+                "kms",
+                "serve",
+                "--backend",
+                "local",
+                "--listen",
+                &endpoint,
+                "--key-store",
+                ks.to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut plugin = Plugin {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(
+                plugin.child.try_wait().unwrap().is_none(),
+                "atrest kms serve exited"
+            );
+            assert!(Instant::now() < deadline, "plugin did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        plugin
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rewrite_to_kms_v2_through_the_plugin() {
+    let plugin = Plugin::start();
+    let server = EtcdServer::start();
+    let (client, objects) = load_sample(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kms.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - kms: {{apiVersion: v2, name: atrest, endpoint: \"{}\"}}
+      - aesgcm: {{keys: [{{name: gcm-2025-03, secret: Y17xpsW4tC5ehXiCUkXtCD5Y9NJj+Mw16zLI4iSjAuo=}}]}}
+      - aescbc: {{keys: [{{name: cbc-2024-01, secret: PKkQZbc7xWJqIwt8wz/XdvmqiMyHJozkyLoH267TbUI=}}]}}
+      - secretbox: {{keys: [{{name: sb-2022-09, secret: q2AEvPCWcExWWax4iPpKIhpA04LV1zw9c3i0Bi9RX44=}}]}}
+      - identity: {{}}
+",
+            plugin.endpoint
+        ),
+    )
+    .unwrap();
+    let cfg = format!("--config={}", config.display());
+    let endpoint = format!("--endpoints={}", server.endpoint());
+
+    let out = atrest_in(
+        dir.path(),
+        &args(&[
+            "rewrite",
+            &endpoint,
+            &cfg,
+            "--resource=secrets",
+            "-o",
+            "json",
+        ]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rewritten"], 780);
+
+    for o in objects.iter().filter(|o| o.resource == "secrets") {
+        let (value, _) = client.get(&o.etcd_key).unwrap();
+        assert!(
+            value.starts_with(b"k8s:enc:kms:v2:atrest:"),
+            "{}",
+            o.etcd_key
+        );
+    }
+    for o in objects.iter().filter(|o| o.resource != "secrets") {
+        assert_eq!(
+            client.get(&o.etcd_key).unwrap().0,
+            o.stored,
+            "{} was touched",
+            o.etcd_key
+        );
+    }
+
+    // status (no Decrypt: provider name and key ID from the EncryptedObject) and status --verify.
+    for verify in [false, true] {
+        let mut a = args(&["status", &endpoint, &cfg, "-o", "json"]);
+        if verify {
+            a.push("--verify".into());
+        }
+        let out = atrest_in(dir.path(), &a);
+        // This config covers only secrets: the encrypted configmaps and widgets are unreadable to it.
+        assert_eq!(code(&out), 4, "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["totals"]["unreadable"], 308 + 90);
+        assert_eq!(json["totals"]["current"], 780);
+        let row = json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "secrets")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            (
+                row["provider"].as_str(),
+                row["key_name"].as_str(),
+                row["count"].as_u64()
+            ),
+            (Some("kms v2"), Some("atrest"), Some(780))
+        );
+        assert!(!row["key_id"].as_str().unwrap().is_empty());
+        assert_eq!(row["stale"], false);
+    }
+
+    // get decrypts through the plugin.
+    let secret = objects.iter().find(|o| o.resource == "secrets").unwrap();
+    let out = atrest_in(
+        dir.path(),
+        &args(&[
+            "get",
+            &endpoint,
+            &cfg,
+            &format!("--etcd-key={}", secret.etcd_key),
+            "-o",
+            "json",
+        ]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        secret.object_json
+    );
+}
