@@ -395,6 +395,18 @@ fn file_errors_name_the_path_and_hash_covers_raw_bytes() {
         err.to_string(),
         "error while parsing file: error while loading file: error reading encryption provider configuration file \"/nonexistent/enc.yaml\": open /nonexistent/enc.yaml: no such file or directory"
     );
+    let dir = std::env::temp_dir();
+    let err = load_file(&dir, &opts()).unwrap_err().to_string();
+    assert!(
+        err.ends_with(&format!("read {}: is a directory", dir.display())),
+        "{err}"
+    );
+    let empty = load_bytes(b"", "/etc/enc.yaml", &opts()).unwrap_err();
+    assert_eq!(
+        empty.to_string(),
+        "error while parsing file: error while loading file: encryption provider configuration file \"/etc/enc.yaml\" is empty"
+    );
+
     let base = resources("[secrets]");
     let with_comment = format!("{base}# trailing comment\n");
     let a = load_bytes(base.as_bytes(), "a", &opts()).unwrap();

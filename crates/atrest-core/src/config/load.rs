@@ -128,7 +128,13 @@ fn go_io_error(err: &std::io::Error, path: &str) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     };
-    format!("open {path}: {lowered}")
+    // Opening a directory succeeds in Go; reading it is what fails.
+    let operation = if err.kind() == std::io::ErrorKind::IsADirectory {
+        "read"
+    } else {
+        "open"
+    };
+    format!("{operation} {path}: {lowered}")
 }
 
 /// The validated raw form → the public model (secrets decoded into zeroizing buffers).
