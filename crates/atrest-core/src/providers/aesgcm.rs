@@ -81,6 +81,31 @@ impl GcmKey {
         self.seal_with_nonce_into(out, nonce, plaintext, aad)
     }
 
+    /// Decrypts `nonce || ciphertext || tag` found at `buf[skip..]` in place (one pass, no copy):
+    /// the plaintext ends up at the start of `buf`.
+    pub(crate) fn open_owned(
+        &self,
+        mut buf: Vec<u8>,
+        skip: usize,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, TransformError> {
+        let data = buf.get(skip..).ok_or_else(too_short)?;
+        let (nonce, sealed) = data
+            .split_first_chunk::<NONCE_LEN>()
+            .ok_or_else(too_short)?;
+        if sealed.len() < TAG_LEN {
+            return Err(TransformError::msg(AUTH_FAILED));
+        }
+        let nonce = Nonce::assume_unique_for_key(*nonce);
+        let len = self
+            .0
+            .open_within(nonce, Aad::from(aad), &mut buf, skip + NONCE_LEN..)
+            .map_err(|_| TransformError::msg(AUTH_FAILED))?
+            .len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+
     /// Decrypts `nonce || ciphertext || tag`.
     pub(crate) fn open(&self, data: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
         let (nonce, sealed) = data

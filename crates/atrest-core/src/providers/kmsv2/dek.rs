@@ -54,13 +54,14 @@ impl DataKey {
         GcmKey::new(ctx.sign().as_ref())
     }
 
-    /// Decrypts `encryptedData`.
-    pub(crate) fn open(&self, data: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError> {
+    /// Decrypts an owned `encryptedData` in place.
+    pub(crate) fn open_owned(&self, data: Vec<u8>, aad: &[u8]) -> Result<Vec<u8>, TransformError> {
         match self {
-            DataKey::Dek { key, .. } => key.open(data, aad),
+            DataKey::Dek { key, .. } => key.open_owned(data, 0, aad),
             DataKey::Seed(seed) => {
-                let (info, rest) = data.split_first_chunk::<INFO_LEN>().ok_or_else(too_short)?;
-                Self::derive(seed, info)?.open(rest, aad)
+                let (info, _) = data.split_first_chunk::<INFO_LEN>().ok_or_else(too_short)?;
+                let key = Self::derive(seed, info)?;
+                key.open_owned(data, INFO_LEN, aad)
             }
         }
     }
@@ -177,9 +178,11 @@ mod tests {
             hex::encode(&data),
             "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacb93243dd7dcc71182ac295d095dcb3a5d1a27e85898fbd3e446"
         );
-        assert_eq!(key.open(&data, AAD).unwrap(), b"k8s\x00hello");
+        assert_eq!(key.open_owned(data.to_vec(), AAD).unwrap(), b"k8s\x00hello");
         assert_eq!(
-            key.open(&data[..31], AAD).unwrap_err().to_string(),
+            key.open_owned(data[..31].to_vec(), AAD)
+                .unwrap_err()
+                .to_string(),
             "the stored data was shorter than the required size"
         );
         assert_eq!(
@@ -199,11 +202,11 @@ mod tests {
             "deadbeef01ca9a3b000000006cff3c0ef7950f2e03abf6bdcea915bdae70ace521305a4d0e",
         )
         .unwrap();
-        assert_eq!(key.open(&data, AAD).unwrap(), b"k8s\x00hello");
+        assert_eq!(key.open_owned(data.to_vec(), AAD).unwrap(), b"k8s\x00hello");
         let first = key.seal(b"x", AAD).unwrap();
         assert_eq!(&first[4..12], &1_000_000_001u64.to_le_bytes());
         let second = key.seal(b"x", AAD).unwrap();
         assert_eq!(&second[4..12], &1_000_000_002u64.to_le_bytes());
-        assert_eq!(key.open(&second, AAD).unwrap(), b"x");
+        assert_eq!(key.open_owned(second.to_vec(), AAD).unwrap(), b"x");
     }
 }

@@ -167,9 +167,11 @@ impl Provider for KmsV2Provider {
         let object = Self::decode(body)?;
         // Upstream needs a valid state before decrypting (for staleness); see `state`.
         let (current_key_id, current_type) = self.tracker.current()?;
-        let plaintext = self.data_key(&object)?.open(&object.encrypted_data, aad)?;
+        let data_key = self.data_key(&object)?;
         let stale =
             object.key_id != current_key_id || object.encrypted_dek_source_type != current_type;
+        // Decrypts the owned `encryptedData` in place: no copy of the body.
+        let plaintext = data_key.open_owned(object.encrypted_data, aad)?;
         Ok(BodyRead {
             plaintext,
             stale,
