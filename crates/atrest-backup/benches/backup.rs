@@ -17,18 +17,25 @@ fn bench(c: &mut Criterion) {
     encrypt(&recipients, &mut &data[..], &mut cipher, &mut |_| {}).expect("encrypt");
 
     let mut group = c.benchmark_group("backup");
-    group.sample_size(10).measurement_time(Duration::from_secs(10)).throughput(Throughput::Bytes(len as u64));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Bytes(len as u64));
     let mut out = Vec::with_capacity(cipher.len());
     group.bench_function("encrypt_64MiB", |b| {
         b.iter(|| {
             out.clear();
-            encrypt(&recipients, &mut &data[..], &mut out, &mut |_| {}).expect("encrypt").bytes_out
+            encrypt(&recipients, &mut &data[..], &mut out, &mut |_| {})
+                .expect("encrypt")
+                .bytes_out
         })
     });
     group.bench_function("decrypt_64MiB", |b| {
         b.iter(|| {
             out.clear();
-            decrypt(&identities, &mut &cipher[..], &mut out, &mut |_| {}).expect("decrypt").bytes_out
+            decrypt(&identities, &mut &cipher[..], &mut out, &mut |_| {})
+                .expect("decrypt")
+                .bytes_out
         })
     });
     group.finish();

@@ -35,10 +35,16 @@ impl KmsRecipient {
 }
 
 impl age::Recipient for KmsRecipient {
-    fn wrap_file_key(&self, file_key: &FileKey) -> Result<(Vec<Stanza>, HashSet<String>), age::EncryptError> {
+    fn wrap_file_key(
+        &self,
+        file_key: &FileKey,
+    ) -> Result<(Vec<Stanza>, HashSet<String>), age::EncryptError> {
         let uid = uuid::Uuid::new_v4().to_string();
         let err = |msg: String| age::EncryptError::Io(std::io::Error::other(msg));
-        let resp = self.service.encrypt(&uid, file_key.expose_secret()).map_err(|e| err(format!("KMS plugin Encrypt: {e}")))?;
+        let resp = self
+            .service
+            .encrypt(&uid, file_key.expose_secret())
+            .map_err(|e| err(format!("KMS plugin Encrypt: {e}")))?;
         if resp.key_id.is_empty() {
             return Err(err("KMS plugin Encrypt returned an empty key_id".into()));
         }
@@ -47,9 +53,20 @@ impl age::Recipient for KmsRecipient {
         }
         let mut args = vec![STANDARD_NO_PAD.encode(resp.key_id.as_bytes())];
         for (k, v) in &resp.annotations {
-            args.push(format!("{}.{}", STANDARD_NO_PAD.encode(k.as_bytes()), STANDARD_NO_PAD.encode(v)));
+            args.push(format!(
+                "{}.{}",
+                STANDARD_NO_PAD.encode(k.as_bytes()),
+                STANDARD_NO_PAD.encode(v)
+            ));
         }
-        Ok((vec![Stanza { tag: KMS_STANZA_TAG.to_string(), args, body: resp.ciphertext }], HashSet::new()))
+        Ok((
+            vec![Stanza {
+                tag: KMS_STANZA_TAG.to_string(),
+                args,
+                body: resp.ciphertext,
+            }],
+            HashSet::new(),
+        ))
     }
 }
 
@@ -63,7 +80,10 @@ pub struct KmsIdentity {
 
 impl KmsIdentity {
     pub fn new(service: Arc<dyn KmsV2Service>) -> Self {
-        KmsIdentity { service, last_error: Arc::new(Mutex::new(None)) }
+        KmsIdentity {
+            service,
+            last_error: Arc::new(Mutex::new(None)),
+        }
     }
     /// The plugin's error from the last failed unwrap.
     pub fn last_error(&self) -> Option<String> {
@@ -80,14 +100,24 @@ impl KmsIdentity {
 /// Parses the stanza arguments: key_id and annotations.
 pub fn parse_stanza_args(args: &[String]) -> Result<(String, BTreeMap<String, Vec<u8>>), String> {
     let (first, rest) = args.split_first().ok_or("missing key_id")?;
-    let key_id = String::from_utf8(STANDARD_NO_PAD.decode(first).map_err(|e| format!("key_id: {e}"))?)
-        .map_err(|_| "key_id is not UTF-8")?;
+    let key_id = String::from_utf8(
+        STANDARD_NO_PAD
+            .decode(first)
+            .map_err(|e| format!("key_id: {e}"))?,
+    )
+    .map_err(|_| "key_id is not UTF-8")?;
     let mut annotations = BTreeMap::new();
     for arg in rest {
         let (k, v) = arg.split_once('.').ok_or("annotation without '.'")?;
-        let k = String::from_utf8(STANDARD_NO_PAD.decode(k).map_err(|e| format!("annotation key: {e}"))?)
-            .map_err(|_| "annotation key is not UTF-8")?;
-        let v = STANDARD_NO_PAD.decode(v).map_err(|e| format!("annotation value: {e}"))?;
+        let k = String::from_utf8(
+            STANDARD_NO_PAD
+                .decode(k)
+                .map_err(|e| format!("annotation key: {e}"))?,
+        )
+        .map_err(|_| "annotation key is not UTF-8")?;
+        let v = STANDARD_NO_PAD
+            .decode(v)
+            .map_err(|e| format!("annotation value: {e}"))?;
         annotations.insert(k, v);
     }
     Ok((key_id, annotations))
@@ -102,12 +132,19 @@ impl age::Identity for KmsIdentity {
             Ok(v) => v,
             Err(e) => return self.fail(format!("malformed {KMS_STANZA_TAG} stanza: {e}")),
         };
-        let request =
-            DecryptRequest { ciphertext: stanza.body.clone(), uid: uuid::Uuid::new_v4().to_string(), key_id: key_id.clone(), annotations };
+        let request = DecryptRequest {
+            ciphertext: stanza.body.clone(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            key_id: key_id.clone(),
+            annotations,
+        };
         match self.service.decrypt(&request) {
             Ok(plain) => {
                 if plain.len() != 16 {
-                    return self.fail(format!("plugin Decrypt returned {} bytes, expected a 16-byte file key", plain.len()));
+                    return self.fail(format!(
+                        "plugin Decrypt returned {} bytes, expected a 16-byte file key",
+                        plain.len()
+                    ));
                 }
                 // `plain` is zeroized on drop; the key goes straight into age's SecretBox.
                 Some(Ok(FileKey::init_with_mut(|k| k.copy_from_slice(&plain))))

@@ -55,11 +55,19 @@ pub fn encrypt(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary> {
     if recipients.is_empty() {
-        return Err(BackupError::Recipients("no recipients: give --recipient, --recipients-file, --passphrase or --kms-endpoint".into()));
+        return Err(BackupError::Recipients(
+            "no recipients: give --recipient, --recipients-file, --passphrase or --kms-endpoint"
+                .into(),
+        ));
     }
-    let passphrases = recipients.iter().filter(|r| matches!(r, Recipient::Passphrase(_))).count();
+    let passphrases = recipients
+        .iter()
+        .filter(|r| matches!(r, Recipient::Passphrase(_)))
+        .count();
     if passphrases > 0 && recipients.len() > 1 {
-        return Err(BackupError::Recipients("a passphrase must be the only recipient (age format rule)".into()));
+        return Err(BackupError::Recipients(
+            "a passphrase must be the only recipient (age format rule)".into(),
+        ));
     }
     let scrypt;
     let mut dyns: Vec<&dyn age::Recipient> = Vec::new();
@@ -78,8 +86,13 @@ pub fn encrypt(
         age::EncryptError::Io(io) => BackupError::Kms(io.to_string()),
         other => BackupError::Recipients(other.to_string()),
     })?;
-    let mut out = Counting2 { inner: output, count: 0 };
-    let mut writer = encryptor.wrap_output(&mut out).map_err(BackupError::Write)?;
+    let mut out = Counting2 {
+        inner: output,
+        count: 0,
+    };
+    let mut writer = encryptor
+        .wrap_output(&mut out)
+        .map_err(BackupError::Write)?;
     let mut buf = vec![0u8; BUF];
     let mut done = 0u64;
     loop {
@@ -95,7 +108,10 @@ pub fn encrypt(
     }
     writer.finish().map_err(BackupError::Write)?;
     out.flush().map_err(BackupError::Write)?;
-    Ok(Summary { bytes_in: done, bytes_out: out.count })
+    Ok(Summary {
+        bytes_in: done,
+        bytes_out: out.count,
+    })
 }
 
 struct Counting2<'a> {
@@ -123,10 +139,16 @@ pub fn decrypt(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary> {
     if identities.is_empty() {
-        return Err(BackupError::Recipients("no identity: give --identity, --passphrase or --kms-endpoint".into()));
+        return Err(BackupError::Recipients(
+            "no identity: give --identity, --passphrase or --kms-endpoint".into(),
+        ));
     }
-    let mut counted = Counting { inner: input, count: 0 };
-    let decryptor = age::Decryptor::new_buffered(BufReader::with_capacity(BUF, &mut counted)).map_err(map_header_error)?;
+    let mut counted = Counting {
+        inner: input,
+        count: 0,
+    };
+    let decryptor = age::Decryptor::new_buffered(BufReader::with_capacity(BUF, &mut counted))
+        .map_err(map_header_error)?;
     let is_scrypt = decryptor.is_scrypt();
     let mut scrypt_ids = Vec::new();
     let mut dyns: Vec<&dyn age::Identity> = Vec::new();
@@ -142,7 +164,9 @@ pub fn decrypt(
     for id in identities {
         match id {
             Identity::Passphrase(_) => {}
-            Identity::File(ids) => dyns.extend(ids.iter().map(|b| b.as_ref() as &dyn age::Identity)),
+            Identity::File(ids) => {
+                dyns.extend(ids.iter().map(|b| b.as_ref() as &dyn age::Identity))
+            }
             Identity::Kms(k) => {
                 kms_ids.push(k.clone());
                 dyns.push(k);
@@ -156,9 +180,15 @@ pub fn decrypt(
                 return Err(BackupError::Kms(msg));
             }
             return Err(match e {
-                age::DecryptError::NoMatchingKeys if is_scrypt => BackupError::NoMatchingIdentity("a passphrase".into()),
-                age::DecryptError::NoMatchingKeys => BackupError::NoMatchingIdentity("recipients none of the given identities match".into()),
-                age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed => BackupError::WrongKey,
+                age::DecryptError::NoMatchingKeys if is_scrypt => {
+                    BackupError::NoMatchingIdentity("a passphrase".into())
+                }
+                age::DecryptError::NoMatchingKeys => BackupError::NoMatchingIdentity(
+                    "recipients none of the given identities match".into(),
+                ),
+                age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed => {
+                    BackupError::WrongKey
+                }
                 age::DecryptError::InvalidMac => BackupError::HeaderTampered,
                 age::DecryptError::ExcessiveWork { .. } => BackupError::ExcessiveWork,
                 other => map_header_error(other),
@@ -175,7 +205,10 @@ pub fn decrypt(
             Err(e) => {
                 return Err(match e.kind() {
                     io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof => {
-                        BackupError::Tampered { offset: done - done % (64 * 1024), detail: e.to_string() }
+                        BackupError::Tampered {
+                            offset: done - done % (64 * 1024),
+                            detail: e.to_string(),
+                        }
                     }
                     _ => BackupError::Read(e),
                 })
@@ -187,12 +220,18 @@ pub fn decrypt(
     }
     output.flush().map_err(BackupError::Write)?;
     drop(reader);
-    Ok(Summary { bytes_in: counted.count, bytes_out: done })
+    Ok(Summary {
+        bytes_in: counted.count,
+        bytes_out: done,
+    })
 }
 
 fn map_header_error(e: age::DecryptError) -> BackupError {
     match e {
-        age::DecryptError::Io(io) if io.kind() != io::ErrorKind::UnexpectedEof && io.kind() != io::ErrorKind::InvalidData => {
+        age::DecryptError::Io(io)
+            if io.kind() != io::ErrorKind::UnexpectedEof
+                && io.kind() != io::ErrorKind::InvalidData =>
+        {
             BackupError::Read(io)
         }
         age::DecryptError::InvalidMac => BackupError::HeaderTampered,
@@ -207,8 +246,14 @@ pub fn write_atomically<T>(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let file_err = |source| BackupError::File { path: path.display().to_string(), source };
-    let tmp = tempfile::Builder::new().prefix(".atrest-backup-").tempfile_in(dir).map_err(file_err)?;
+    let file_err = |source| BackupError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".atrest-backup-")
+        .tempfile_in(dir)
+        .map_err(file_err)?;
     let mut writer = io::BufWriter::with_capacity(BUF, tmp);
     let value = f(&mut writer)?;
     let tmp = writer.into_inner().map_err(|e| file_err(e.into_error()))?;

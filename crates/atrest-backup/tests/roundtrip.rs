@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use atrest_backup::{decrypt, encrypt, keys, write_atomically, BackupError, Identity, KmsIdentity, KmsRecipient, Recipient, SecretString};
+use atrest_backup::{
+    decrypt, encrypt, keys, write_atomically, BackupError, Identity, KmsIdentity, KmsRecipient,
+    Recipient, SecretString,
+};
 use atrest_core::kms::testing::ReferenceKms;
 
 fn data(len: usize) -> Vec<u8> {
@@ -43,14 +46,23 @@ fn x25519_round_trip_multi_chunk_and_empty() {
         let plain = data(len);
         let cipher = enc(&[Recipient::X25519(r.clone())], &plain);
         assert!(cipher.starts_with(b"age-encryption.org/v1\n"));
-        assert_eq!(dec(std::slice::from_ref(&id), &cipher).unwrap(), plain, "len {len}");
+        assert_eq!(
+            dec(std::slice::from_ref(&id), &cipher).unwrap(),
+            plain,
+            "len {len}"
+        );
     }
 }
 
 #[test]
 fn passphrase_round_trip_and_wrong_passphrase() {
     let plain = data(200_000);
-    let cipher = enc(&[Recipient::Passphrase(SecretString::from("correct horse".to_string()))], &plain);
+    let cipher = enc(
+        &[Recipient::Passphrase(SecretString::from(
+            "correct horse".to_string(),
+        ))],
+        &plain,
+    );
     let good = Identity::Passphrase(SecretString::from("correct horse".to_string()));
     assert_eq!(dec(&[good], &cipher).unwrap(), plain);
     let bad = Identity::Passphrase(SecretString::from("wrong horse".to_string()));
@@ -63,7 +75,10 @@ fn passphrase_cannot_be_mixed_with_other_recipients() {
     let (_, r) = x25519_identity();
     let mut out = Vec::new();
     let err = encrypt(
-        &[Recipient::Passphrase(SecretString::from("p".to_string())), Recipient::X25519(r)],
+        &[
+            Recipient::Passphrase(SecretString::from("p".to_string())),
+            Recipient::X25519(r),
+        ],
         &mut &b"x"[..],
         &mut out,
         &mut |_| {},
@@ -79,7 +94,10 @@ fn kms_envelope_round_trip_and_stanza() {
     let cipher = enc(&[Recipient::Kms(KmsRecipient::new(kms.clone()))], &plain);
     let header = String::from_utf8_lossy(&cipher[..200]).to_string();
     assert!(header.contains("-> atrest-kms "), "{header}");
-    assert_eq!(dec(&[Identity::Kms(KmsIdentity::new(kms.clone()))], &cipher).unwrap(), plain);
+    assert_eq!(
+        dec(&[Identity::Kms(KmsIdentity::new(kms.clone()))], &cipher).unwrap(),
+        plain
+    );
     // Another plugin (different KEK) cannot unwrap: the plugin's error is reported.
     let other = Arc::new(ReferenceKms::generate("kek-1"));
     let err = dec(&[Identity::Kms(KmsIdentity::new(other))], &cipher).unwrap_err();
@@ -91,9 +109,18 @@ fn kms_and_x25519_together_either_decrypts() {
     let kms = Arc::new(ReferenceKms::generate("kek-1"));
     let (id, r) = x25519_identity();
     let plain = data(1000);
-    let cipher = enc(&[Recipient::Kms(KmsRecipient::new(kms.clone())), Recipient::X25519(r)], &plain);
+    let cipher = enc(
+        &[
+            Recipient::Kms(KmsRecipient::new(kms.clone())),
+            Recipient::X25519(r),
+        ],
+        &plain,
+    );
     assert_eq!(dec(&[id], &cipher).unwrap(), plain);
-    assert_eq!(dec(&[Identity::Kms(KmsIdentity::new(kms))], &cipher).unwrap(), plain);
+    assert_eq!(
+        dec(&[Identity::Kms(KmsIdentity::new(kms))], &cipher).unwrap(),
+        plain
+    );
 }
 
 #[test]
@@ -107,7 +134,14 @@ fn flipped_byte_anywhere_is_detected() {
         bad[pos] ^= 0x01;
         let err = dec(std::slice::from_ref(&id), &bad).unwrap_err();
         assert!(
-            matches!(err, BackupError::Tampered { .. } | BackupError::HeaderTampered | BackupError::NotAge(_) | BackupError::WrongKey | BackupError::NoMatchingIdentity(_)),
+            matches!(
+                err,
+                BackupError::Tampered { .. }
+                    | BackupError::HeaderTampered
+                    | BackupError::NotAge(_)
+                    | BackupError::WrongKey
+                    | BackupError::NoMatchingIdentity(_)
+            ),
             "pos {pos}: {err}"
         );
     }
@@ -119,9 +153,18 @@ fn truncation_is_detected_even_at_a_chunk_boundary() {
     let plain = data(64 * 1024 * 3);
     let cipher = enc(&[Recipient::X25519(r)], &plain);
     let chunk = 64 * 1024 + 16;
-    for cut in [cipher.len() - 1, cipher.len() - 17, cipher.len() - chunk, cipher.len() / 2, 40] {
+    for cut in [
+        cipher.len() - 1,
+        cipher.len() - 17,
+        cipher.len() - chunk,
+        cipher.len() / 2,
+        40,
+    ] {
         let err = dec(std::slice::from_ref(&id), &cipher[..cut]).unwrap_err();
-        assert!(matches!(err, BackupError::Tampered { .. } | BackupError::NotAge(_)), "cut {cut}: {err}");
+        assert!(
+            matches!(err, BackupError::Tampered { .. } | BackupError::NotAge(_)),
+            "cut {cut}: {err}"
+        );
     }
 }
 
@@ -129,7 +172,10 @@ fn truncation_is_detected_even_at_a_chunk_boundary() {
 fn not_age_input_is_a_clear_error() {
     let (id, _) = x25519_identity();
     let err = dec(&[id], b"this is not an age file\n").unwrap_err();
-    assert!(err.to_string().starts_with("not an encrypted backup"), "{err}");
+    assert!(
+        err.to_string().starts_with("not an encrypted backup"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -141,10 +187,20 @@ fn atomic_write_leaves_nothing_on_failure() {
     let n = bad.len();
     bad[n - 5] ^= 0xff;
     let target = dir.path().join("restored.db");
-    let err = write_atomically(&target, |w| decrypt(std::slice::from_ref(&id), &mut &bad[..], w, &mut |_| {})).unwrap_err();
+    let err = write_atomically(&target, |w| {
+        decrypt(std::slice::from_ref(&id), &mut &bad[..], w, &mut |_| {})
+    })
+    .unwrap_err();
     assert!(matches!(err, BackupError::Tampered { .. }), "{err}");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no partial plaintext left behind");
-    write_atomically(&target, |w| decrypt(&[id], &mut &cipher[..], w, &mut |_| {})).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no partial plaintext left behind"
+    );
+    write_atomically(&target, |w| {
+        decrypt(&[id], &mut &cipher[..], w, &mut |_| {})
+    })
+    .unwrap();
     assert_eq!(std::fs::read(&target).unwrap(), data(200_000));
 }
 
@@ -154,10 +210,18 @@ fn keygen_writes_0600_and_refuses_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("key.txt");
     let recipient = keys::write_identity_file(&path).unwrap();
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(keys::write_identity_file(&path).is_err());
     let ids = keys::read_identity_file(&path).unwrap();
-    let cipher = enc(&[Recipient::X25519(keys::parse_recipient(&recipient.to_string()).unwrap())], b"hello");
+    let cipher = enc(
+        &[Recipient::X25519(
+            keys::parse_recipient(&recipient.to_string()).unwrap(),
+        )],
+        b"hello",
+    );
     assert_eq!(dec(&[Identity::File(ids)], &cipher).unwrap(), b"hello");
     let recips = keys::parse_recipients_file(&format!("# team\n\n{recipient}\n")).unwrap();
     assert_eq!(recips.len(), 1);

@@ -7,11 +7,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let at_revision = args.next().map(|r| r.parse()).transpose()?;
     let snap = Snapshot::open(path.as_ref(), OpenOptions::default())?;
     eprintln!("{:?}", snap.info());
-    let index = snap.index(&IndexOptions { at_revision, key_prefix: Vec::new() })?;
-    eprintln!("revision {} scanned {} live {} deleted {}", index.revision, index.revisions_scanned, index.len(), index.deleted_keys);
+    let index = snap.index(&IndexOptions {
+        at_revision,
+        key_prefix: Vec::new(),
+    })?;
+    eprintln!(
+        "revision {} scanned {} live {} deleted {}",
+        index.revision,
+        index.revisions_scanned,
+        index.len(),
+        index.deleted_keys
+    );
     for kv in snap.latest(&index) {
         let kv = kv?;
-        println!("{} mod={} create={} version={} len={}", String::from_utf8_lossy(&kv.key), kv.mod_revision, kv.create_revision, kv.version, kv.value.len());
+        println!(
+            "{} mod={} create={} version={} len={}",
+            String::from_utf8_lossy(&kv.key),
+            kv.mod_revision,
+            kv.create_revision,
+            kv.version,
+            kv.value.len()
+        );
     }
     Ok(())
 }

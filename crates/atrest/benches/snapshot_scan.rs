@@ -7,7 +7,8 @@
 //! * `checksum`: the SHA-256 trailer verification alone.
 //!
 //! Run: `cargo bench -p atrest --bench snapshot_scan` (or `scripts/bench-snapshot`).
-//! `ATREST_BENCH_OBJECTS` changes the object count.
+//! `ATREST_BENCH_OBJECTS` changes the object count; `ATREST_BENCH_KEEP_SNAPSHOT=FILE` keeps a copy
+//! of the generated snapshot (e.g. to time `atrest snapshot status` on it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,11 @@ use atrest_testkit::load::TestClient;
 use atrest_testkit::{sample, EtcdServer};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-fn make_snapshot(dir: &std::path::Path, n: usize, transformers: &Transformers) -> std::path::PathBuf {
+fn make_snapshot(
+    dir: &std::path::Path,
+    n: usize,
+    transformers: &Transformers,
+) -> std::path::PathBuf {
     let server = EtcdServer::start();
     let client = TestClient::connect(&server);
     let gr = atrest_core::GroupResource::new("", "secrets");
@@ -46,26 +51,50 @@ fn make_snapshot(dir: &std::path::Path, n: usize, transformers: &Transformers) -
         .arg(&path)
         .output()
         .expect("etcdctl (apt-get install etcd-client)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     path
 }
 
 fn scan(c: &mut Criterion) {
-    let n: usize = std::env::var("ATREST_BENCH_OBJECTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let config = load_file(&sample::config("config-before.yaml"), &LoadOptions::default()).expect("config");
-    let transformers = Transformers::build(&config, Arc::new(atrest_core::kms::NoKms)).expect("transformers");
+    let n: usize = std::env::var("ATREST_BENCH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let config = load_file(
+        &sample::config("config-before.yaml"),
+        &LoadOptions::default(),
+    )
+    .expect("config");
+    let transformers =
+        Transformers::build(&config, Arc::new(atrest_core::kms::NoKms)).expect("transformers");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = make_snapshot(dir.path(), n, &transformers);
+    if let Ok(keep) = std::env::var("ATREST_BENCH_KEEP_SNAPSHOT") {
+        std::fs::copy(&path, &keep).expect("copy snapshot");
+    }
     let size = std::fs::metadata(&path).expect("snapshot").len();
     eprintln!("snapshot: {n} objects, {:.1} MB", size as f64 / 1e6);
-    let no_check = OpenOptions { verify_checksum: false };
+    let no_check = OpenOptions {
+        verify_checksum: false,
+    };
 
     let mut g = c.benchmark_group("snapshot");
-    g.sample_size(10).measurement_time(Duration::from_secs(20)).throughput(Throughput::Bytes(size));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .throughput(Throughput::Bytes(size));
     g.bench_function(format!("scan_{n}_objects"), |b| {
         b.iter(|| {
             let snap = Snapshot::open(&path, no_check).expect("open");
-            let index = snap.index(&IndexOptions { at_revision: None, key_prefix: b"/registry/".to_vec() }).expect("index");
+            let index = snap
+                .index(&IndexOptions {
+                    at_revision: None,
+                    key_prefix: b"/registry/".to_vec(),
+                })
+                .expect("index");
             let mut bytes = 0usize;
             for kv in snap.latest(&index) {
                 bytes += kv.expect("kv").value.len();
@@ -77,8 +106,14 @@ fn scan(c: &mut Criterion) {
     g.bench_function(format!("status_{n}_objects"), |b| {
         b.iter(|| {
             let snap = Snapshot::open(&path, no_check).expect("open");
-            let index = snap.index(&IndexOptions { at_revision: None, key_prefix: b"/registry/".to_vec() }).expect("index");
-            let mut builder = StatusReportBuilder::new(transformers.clone(), ReportOptions::default());
+            let index = snap
+                .index(&IndexOptions {
+                    at_revision: None,
+                    key_prefix: b"/registry/".to_vec(),
+                })
+                .expect("index");
+            let mut builder =
+                StatusReportBuilder::new(transformers.clone(), ReportOptions::default());
             for kv in snap.latest(&index) {
                 let kv = kv.expect("kv");
                 builder.add(&kv.key, &kv.value);
@@ -86,7 +121,14 @@ fn scan(c: &mut Criterion) {
             builder.finish().totals.objects
         })
     });
-    g.bench_function("checksum", |b| b.iter(|| Snapshot::open(&path, OpenOptions::default()).expect("open").info().file_size));
+    g.bench_function("checksum", |b| {
+        b.iter(|| {
+            Snapshot::open(&path, OpenOptions::default())
+                .expect("open")
+                .info()
+                .file_size
+        })
+    });
     g.finish();
 }
 

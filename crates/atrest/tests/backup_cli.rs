@@ -12,7 +12,10 @@ use snapshot_common::*;
 
 fn pipe(args: &[&str], input: &[u8], env: &[(&str, &str)]) -> (i32, Vec<u8>, String) {
     let mut cmd = atrest();
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -33,7 +36,10 @@ fn x25519_keygen_recipients_and_streaming() {
     let key = dir.path().join("backup.key");
     let (code, stdout, stderr) = run(&["backup", "keygen", "-o", key.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let recipient = String::from_utf8(stdout).unwrap().trim().to_string();
     assert!(recipient.starts_with("age1"), "{recipient}");
     let (code, _, _) = run(&["backup", "keygen", "-o", key.to_str().unwrap()]);
@@ -44,7 +50,11 @@ fn x25519_keygen_recipients_and_streaming() {
     let (code, cipher, stderr) = pipe(&["backup", "encrypt", "-r", &recipient], &data, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert!(cipher.starts_with(b"age-encryption.org/v1\n"));
-    let (code, plain, stderr) = pipe(&["backup", "decrypt", "--identity", key.to_str().unwrap()], &cipher, &[]);
+    let (code, plain, stderr) = pipe(
+        &["backup", "decrypt", "--identity", key.to_str().unwrap()],
+        &cipher,
+        &[],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(plain, data);
 
@@ -52,15 +62,43 @@ fn x25519_keygen_recipients_and_streaming() {
     let key2 = dir.path().join("second.key");
     let (_, r2, _) = run(&["backup", "keygen", "-o", key2.to_str().unwrap()]);
     let rfile = dir.path().join("recipients.txt");
-    std::fs::write(&rfile, format!("# ops team\n{recipient}\n\n{}\n", String::from_utf8(r2).unwrap().trim())).unwrap();
+    std::fs::write(
+        &rfile,
+        format!(
+            "# ops team\n{recipient}\n\n{}\n",
+            String::from_utf8(r2).unwrap().trim()
+        ),
+    )
+    .unwrap();
     let input = dir.path().join("in.db");
     std::fs::write(&input, &data).unwrap();
     let enc = dir.path().join("in.db.age");
-    let (code, _, stderr) = run(&["backup", "encrypt", "-R", rfile.to_str().unwrap(), "-i", input.to_str().unwrap(), "-o", enc.to_str().unwrap()]);
+    let (code, _, stderr) = run(&[
+        "backup",
+        "encrypt",
+        "-R",
+        rfile.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        enc.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
-    assert_eq!(std::fs::metadata(&enc).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&enc).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let out = dir.path().join("out.db");
-    let (code, _, stderr) = run(&["backup", "decrypt", "--identity", key2.to_str().unwrap(), "-i", enc.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let (code, _, stderr) = run(&[
+        "backup",
+        "decrypt",
+        "--identity",
+        key2.to_str().unwrap(),
+        "-i",
+        enc.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(std::fs::read(&out).unwrap(), data);
 
@@ -69,10 +107,26 @@ fn x25519_keygen_recipients_and_streaming() {
         let f = dir.path().join("bad.age");
         std::fs::write(&f, bad).unwrap();
         let target = dir.path().join(format!("restored-{what}.db"));
-        let (code, _, stderr) = run(&["backup", "decrypt", "--identity", key.to_str().unwrap(), "-i", f.to_str().unwrap(), "-o", target.to_str().unwrap()]);
+        let (code, _, stderr) = run(&[
+            "backup",
+            "decrypt",
+            "--identity",
+            key.to_str().unwrap(),
+            "-i",
+            f.to_str().unwrap(),
+            "-o",
+            target.to_str().unwrap(),
+        ]);
         assert_eq!(code, 1, "{what}: {stderr}");
         assert!(!target.exists(), "{what}: no output file");
-        assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".atrest-backup-")), "{what}: temp file removed");
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".atrest-backup-")),
+            "{what}: temp file removed"
+        );
         stderr
     };
     // Flipped byte in the middle of the payload.
@@ -86,16 +140,36 @@ fn x25519_keygen_recipients_and_streaming() {
     assert!(err.contains("damaged or truncated"), "{err}");
     // Truncated exactly at a chunk boundary.
     let chunk = 64 * 1024 + 16;
-    let err = check_refused(&cipher[..cipher.len() - (cipher.len() - 200) % chunk], "boundary");
-    assert!(err.contains("damaged or truncated") || err.contains("not an encrypted backup"), "{err}");
+    let err = check_refused(
+        &cipher[..cipher.len() - (cipher.len() - 200) % chunk],
+        "boundary",
+    );
+    assert!(
+        err.contains("damaged or truncated") || err.contains("not an encrypted backup"),
+        "{err}"
+    );
     // Wrong identity.
     let third = dir.path().join("third.key");
     run(&["backup", "keygen", "-o", third.to_str().unwrap()]);
-    let (code, _, stderr) = run(&["backup", "decrypt", "--identity", third.to_str().unwrap(), "-i", enc.to_str().unwrap()]);
+    let (code, _, stderr) = run(&[
+        "backup",
+        "decrypt",
+        "--identity",
+        third.to_str().unwrap(),
+        "-i",
+        enc.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no identity given can decrypt"), "{stderr}");
     // Encrypted binary never goes to a terminal; no recipients is an error.
-    let (code, _, stderr) = run(&["backup", "encrypt", "-i", input.to_str().unwrap(), "-o", "/dev/null"]);
+    let (code, _, stderr) = run(&[
+        "backup",
+        "encrypt",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+    ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no recipients"), "{stderr}");
 }
@@ -106,20 +180,44 @@ fn passphrase_from_file_and_environment() {
     let pf = dir.path().join("pass");
     std::fs::write(&pf, "correct horse battery staple\n").unwrap();
     let data = bytes(5, 200_000);
-    let (code, cipher, stderr) = pipe(&["backup", "encrypt", "--passphrase-file", pf.to_str().unwrap()], &data, &[]);
+    let (code, cipher, stderr) = pipe(
+        &[
+            "backup",
+            "encrypt",
+            "--passphrase-file",
+            pf.to_str().unwrap(),
+        ],
+        &data,
+        &[],
+    );
     assert_eq!(code, 0, "{stderr}");
     // The same passphrase from the environment decrypts (the trailing newline of the file is not part of it).
-    let (code, plain, stderr) = pipe(&["backup", "decrypt", "--passphrase"], &cipher, &[("ATREST_BACKUP_PASSPHRASE", "correct horse battery staple")]);
+    let (code, plain, stderr) = pipe(
+        &["backup", "decrypt", "--passphrase"],
+        &cipher,
+        &[("ATREST_BACKUP_PASSPHRASE", "correct horse battery staple")],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(plain, data);
     // Wrong passphrase: a clear error, nothing on stdout.
-    let (code, plain, stderr) = pipe(&["backup", "decrypt", "--passphrase"], &cipher, &[("ATREST_BACKUP_PASSPHRASE", "wrong")]);
+    let (code, plain, stderr) = pipe(
+        &["backup", "decrypt", "--passphrase"],
+        &cipher,
+        &[("ATREST_BACKUP_PASSPHRASE", "wrong")],
+    );
     assert_eq!(code, 1);
     assert!(plain.is_empty());
     assert!(stderr.contains("wrong passphrase"), "{stderr}");
     // Passphrase plus another recipient is refused (age's rule).
     let (code, _, stderr) = pipe(
-        &["backup", "encrypt", "--passphrase-file", pf.to_str().unwrap(), "-r", "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
+        &[
+            "backup",
+            "encrypt",
+            "--passphrase-file",
+            pf.to_str().unwrap(),
+            "-r",
+            "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+        ],
         b"x",
         &[],
     );

@@ -10,7 +10,13 @@ use snapshot_common::*;
 const PAGE: usize = 4096;
 
 fn read_all(bytes: Vec<u8>, verify: bool) -> Result<usize, SnapshotError> {
-    let snap = Snapshot::from_bytes(bytes, "mutated", OpenOptions { verify_checksum: verify })?;
+    let snap = Snapshot::from_bytes(
+        bytes,
+        "mutated",
+        OpenOptions {
+            verify_checksum: verify,
+        },
+    )?;
     let index = snap.index(&IndexOptions::default())?;
     let mut n = 0;
     for kv in snap.latest(&index) {
@@ -27,7 +33,11 @@ fn page_flags(bytes: &[u8], id: usize) -> u16 {
 #[test]
 fn damaged_snapshots_give_clear_errors() {
     let big = bytes(7, 300 * 1024); // overflow pages
-    let (_dir, path) = make_snapshot(3000, 400, &[("/registry/configmaps/ns-0/big".to_string(), big)]);
+    let (_dir, path) = make_snapshot(
+        3000,
+        400,
+        &[("/registry/configmaps/ns-0/big".to_string(), big)],
+    );
     let good = std::fs::read(&path).unwrap();
     let n_good = read_all(good.clone(), true).expect("intact snapshot reads");
     assert_eq!(n_good, 3001);
@@ -35,13 +45,23 @@ fn damaged_snapshots_give_clear_errors() {
     let p = path.to_str().unwrap();
 
     // Truncated files, through the CLI: exit 1 with a message naming the problem.
-    for cut in [0usize, 100, PAGE, 2 * PAGE + 7, data_len / 2, data_len - PAGE, good.len() - 1] {
+    for cut in [
+        0usize,
+        100,
+        PAGE,
+        2 * PAGE + 7,
+        data_len / 2,
+        data_len - PAGE,
+        good.len() - 1,
+    ] {
         let t = path.with_extension(format!("cut{cut}"));
         std::fs::write(&t, &good[..cut]).unwrap();
         let (code, _, stderr) = run(&["snapshot", "info", t.to_str().unwrap()]);
         assert_eq!(code, 1, "cut at {cut}: {stderr}");
         assert!(
-            stderr.contains("truncated") || stderr.contains("not a valid bbolt") || stderr.contains("checksum"),
+            stderr.contains("truncated")
+                || stderr.contains("not a valid bbolt")
+                || stderr.contains("checksum"),
             "cut at {cut}: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
@@ -55,8 +75,13 @@ fn damaged_snapshots_give_clear_errors() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(json(&stdout)["checksum"], "absent");
     // A member db truncated at a page boundary (no trailer): the meta high-water mark catches it.
-    let err = read_all(good[..data_len - 3 * PAGE].to_vec(), true).unwrap_err().to_string();
-    assert!(err.starts_with("page ") && err.contains("truncated"), "{err}");
+    let err = read_all(good[..data_len - 3 * PAGE].to_vec(), true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("page ") && err.contains("truncated"),
+        "{err}"
+    );
 
     // A flipped byte anywhere: the SHA-256 trailer catches it...
     let mut flipped = good.clone();
@@ -67,11 +92,16 @@ fn damaged_snapshots_give_clear_errors() {
     assert_eq!(code, 1);
     assert!(stderr.contains("checksum mismatch"), "{stderr}");
     // ... and without the check, structural damage names the page.
-    let leaf = (2..data_len / PAGE).find(|&id| page_flags(&good, id) == 0x02).expect("a leaf page");
+    let leaf = (2..data_len / PAGE)
+        .find(|&id| page_flags(&good, id) == 0x02)
+        .expect("a leaf page");
     let mut bad = good.clone();
     bad[leaf * PAGE + 16 + 4..leaf * PAGE + 16 + 8].copy_from_slice(&u32::MAX.to_le_bytes()); // element 0 pos
     let err = read_all(bad.clone(), false).unwrap_err().to_string();
-    assert!(err.starts_with(&format!("page {leaf}: element 0 points outside the page")), "{err}");
+    assert!(
+        err.starts_with(&format!("page {leaf}: element 0 points outside the page")),
+        "{err}"
+    );
     let t = path.with_extension("badleaf");
     std::fs::write(&t, &bad).unwrap();
     let (code, _, stderr) = run(&["snapshot", "info", "--skip-hash-check", t.to_str().unwrap()]);
@@ -81,19 +111,33 @@ fn damaged_snapshots_give_clear_errors() {
     // Meta pages: one broken → the other is used; both broken → a clear error.
     let mut meta0 = good.clone();
     meta0[16 + 20] ^= 0xff; // inside meta 0's checksummed fields
-    assert_eq!(read_all(meta0.clone(), false).expect("falls back to meta page 1"), n_good);
+    assert_eq!(
+        read_all(meta0.clone(), false).expect("falls back to meta page 1"),
+        n_good
+    );
     let mut both = meta0;
     both[PAGE + 16 + 20] ^= 0xff;
     let err = read_all(both, false).unwrap_err().to_string();
-    assert!(err.starts_with("not a valid bbolt database: meta page 0: checksum mismatch; meta page 1: "), "{err}");
+    assert!(
+        err.starts_with(
+            "not a valid bbolt database: meta page 0: checksum mismatch; meta page 1: "
+        ),
+        "{err}"
+    );
 
     // A branch page pointing at itself: a cycle is reported, not followed.
-    let branch = (2..data_len / PAGE).find(|&id| page_flags(&good, id) == 0x01).expect("a branch page");
+    let branch = (2..data_len / PAGE)
+        .find(|&id| page_flags(&good, id) == 0x01)
+        .expect("a branch page");
     let mut cyc = good.clone();
-    cyc[branch * PAGE + 16 + 8..branch * PAGE + 16 + 16].copy_from_slice(&(branch as u64).to_le_bytes());
+    cyc[branch * PAGE + 16 + 8..branch * PAGE + 16 + 16]
+        .copy_from_slice(&(branch as u64).to_le_bytes());
     let err = read_all(cyc, false).unwrap_err().to_string();
     assert!(err.starts_with(&format!("page {branch}:")), "{err}");
-    assert!(err.contains("cycle") || err.contains("twice") || err.contains("out of order"), "{err}");
+    assert!(
+        err.contains("cycle") || err.contains("twice") || err.contains("out of order"),
+        "{err}"
+    );
 
     // Random mutations (header fields, element tables, bytes): never a panic or a hang.
     let mut x: u64 = 0x1234_5678;
@@ -111,9 +155,9 @@ fn damaged_snapshots_give_clear_errors() {
             let page = (next() as usize) % pages;
             let off = page * PAGE
                 + match next() % 3 {
-                    0 => (next() % 16) as usize,           // page header
-                    1 => 16 + (next() % 256) as usize,     // element table / meta fields
-                    _ => (next() as usize) % PAGE,         // anywhere
+                    0 => (next() % 16) as usize,       // page header
+                    1 => 16 + (next() % 256) as usize, // element table / meta fields
+                    _ => (next() as usize) % PAGE,     // anywhere
                 };
             m[off] = next() as u8;
         }
@@ -125,5 +169,8 @@ fn damaged_snapshots_give_clear_errors() {
             }
         }
     }
-    assert!(errors > 50, "mutations should mostly be detected: {errors} errors, {oks} ok");
+    assert!(
+        errors > 50,
+        "mutations should mostly be detected: {errors} errors, {oks} ok"
+    );
 }

@@ -27,24 +27,43 @@ fn kms_values_in_a_snapshot() {
         ),
     )
     .unwrap();
-    let config = load_file(&cfg, &LoadOptions { kms_v1_enabled: true, ..Default::default() }).expect("config loads");
-    let transformers = Transformers::build(&config, Arc::new(atrest_kms::client::GrpcKms::new())).expect("transformers");
+    let config = load_file(
+        &cfg,
+        &LoadOptions {
+            kms_v1_enabled: true,
+            ..Default::default()
+        },
+    )
+    .expect("config loads");
+    let transformers = Transformers::build(&config, Arc::new(atrest_kms::client::GrpcKms::new()))
+        .expect("transformers");
 
     // Write the sample's readable Secrets and ConfigMaps as kube-apiserver would with this config.
-    let objects: Vec<sample::SampleObject> =
-        sample::objects().into_iter().filter(|o| !o.unreadable && (o.resource == "secrets" || o.resource == "configmaps")).collect();
+    let objects: Vec<sample::SampleObject> = sample::objects()
+        .into_iter()
+        .filter(|o| !o.unreadable && (o.resource == "secrets" || o.resource == "configmaps"))
+        .collect();
     let server = EtcdServer::start();
     let client = TestClient::connect(&server);
     let kvs: Vec<(String, Vec<u8>)> = objects
         .iter()
         .map(|o| {
             let info = keymap::parse_key("/registry", o.etcd_key.as_bytes()).unwrap();
-            let stored = transformers.for_resource(&info.resource).write(&o.plaintext, o.etcd_key.as_bytes()).expect("kms write");
+            let stored = transformers
+                .for_resource(&info.resource)
+                .write(&o.plaintext, o.etcd_key.as_bytes())
+                .expect("kms write");
             (o.etcd_key.clone(), stored)
         })
         .collect();
-    assert!(kvs.iter().filter(|(k, _)| k.starts_with("/registry/secrets/")).all(|(_, v)| v.starts_with(b"k8s:enc:kms:v2:atrest:")));
-    assert!(kvs.iter().filter(|(k, _)| k.starts_with("/registry/configmaps/")).all(|(_, v)| v.starts_with(b"k8s:enc:kms:v1:atrest-v1:")));
+    assert!(kvs
+        .iter()
+        .filter(|(k, _)| k.starts_with("/registry/secrets/"))
+        .all(|(_, v)| v.starts_with(b"k8s:enc:kms:v2:atrest:")));
+    assert!(kvs
+        .iter()
+        .filter(|(k, _)| k.starts_with("/registry/configmaps/"))
+        .all(|(_, v)| v.starts_with(b"k8s:enc:kms:v1:atrest-v1:")));
     client.put_all(&kvs);
     let snap = dir.path().join("kms.snapshot");
     snapshot_save(&server, &snap);
@@ -52,8 +71,18 @@ fn kms_values_in_a_snapshot() {
     let (snap_s, cfg_s) = (snap.to_str().unwrap(), cfg.to_str().unwrap());
 
     // Every object comes back exactly.
-    let (code, stdout, stderr) =
-        run(&["snapshot", "export", snap_s, "--config", cfg_s, "--feature-gates", "KMSv1=true", "-o", "json", "--keep-server-fields"]);
+    let (code, stdout, stderr) = run(&[
+        "snapshot",
+        "export",
+        snap_s,
+        "--config",
+        cfg_s,
+        "--feature-gates",
+        "KMSv1=true",
+        "-o",
+        "json",
+        "--keep-server-fields",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let list = json(&stdout);
     let items = list["items"].as_array().unwrap();
@@ -62,23 +91,57 @@ fn kms_values_in_a_snapshot() {
         assert_eq!(item, &o.object_json, "{}", o.etcd_key);
     }
     // The status report (decrypting every value) shows them current under the kms providers.
-    let (code, stdout, stderr) = run(&["snapshot", "status", snap_s, "--config", cfg_s, "--feature-gates", "KMSv1=true", "--verify", "-o", "json"]);
+    let (code, stdout, stderr) = run(&[
+        "snapshot",
+        "status",
+        snap_s,
+        "--config",
+        cfg_s,
+        "--feature-gates",
+        "KMSv1=true",
+        "--verify",
+        "-o",
+        "json",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let report = json(&stdout);
     assert_eq!(report["totals"]["current"], objects.len());
-    let providers: Vec<&str> = report["rows"].as_array().unwrap().iter().map(|r| r["provider"].as_str().unwrap()).collect();
-    assert!(providers.contains(&"kms v2") && providers.contains(&"kms v1"), "{providers:?}");
+    let providers: Vec<&str> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["provider"].as_str().unwrap())
+        .collect();
+    assert!(
+        providers.contains(&"kms v2") && providers.contains(&"kms v1"),
+        "{providers:?}"
+    );
 
     // Without the plugin: failures are listed with the reason, exit 4, output still a valid List.
     plugin.stop();
-    let (code, stdout, stderr) =
-        run(&["snapshot", "export", snap_s, "--config", cfg_s, "--feature-gates", "KMSv1=true", "-o", "json", "--resource", "secrets"]);
+    let (code, stdout, stderr) = run(&[
+        "snapshot",
+        "export",
+        snap_s,
+        "--config",
+        cfg_s,
+        "--feature-gates",
+        "KMSv1=true",
+        "-o",
+        "json",
+        "--resource",
+        "secrets",
+    ]);
     assert_eq!(code, 4, "{stderr}");
     let list: Value = json(&stdout);
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
     let n_secrets = objects.iter().filter(|o| o.resource == "secrets").count();
     assert!(stderr.contains(&format!("{n_secrets} failed")), "{stderr}");
-    assert!(stderr.contains(&objects[objects.len() - 1].etcd_key) || stderr.contains("/registry/secrets/"), "{stderr}");
+    assert!(
+        stderr.contains(&objects[objects.len() - 1].etcd_key)
+            || stderr.contains("/registry/secrets/"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -90,17 +153,47 @@ fn backup_round_trip_through_the_kms_plugin() {
     std::fs::write(&input, &data).unwrap();
     let enc = dir.path().join("snapshot.db.age");
     let dec = dir.path().join("restored.db");
-    let (code, _, stderr) = run(&["backup", "encrypt", "--kms-endpoint", &plugin.endpoint, "-i", input.to_str().unwrap(), "-o", enc.to_str().unwrap()]);
+    let (code, _, stderr) = run(&[
+        "backup",
+        "encrypt",
+        "--kms-endpoint",
+        &plugin.endpoint,
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        enc.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let header = std::fs::read(&enc).unwrap();
-    assert!(String::from_utf8_lossy(&header[..300]).contains("-> atrest-kms "), "KMS envelope stanza in the header");
-    let (code, _, stderr) = run(&["backup", "decrypt", "--kms-endpoint", &plugin.endpoint, "-i", enc.to_str().unwrap(), "-o", dec.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&header[..300]).contains("-> atrest-kms "),
+        "KMS envelope stanza in the header"
+    );
+    let (code, _, stderr) = run(&[
+        "backup",
+        "decrypt",
+        "--kms-endpoint",
+        &plugin.endpoint,
+        "-i",
+        enc.to_str().unwrap(),
+        "-o",
+        dec.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(std::fs::read(&dec).unwrap(), data);
     // Another plugin (another key store) cannot unwrap the file key.
     let other = KmsPlugin::start();
     let dec2 = dir.path().join("restored2.db");
-    let (code, _, stderr) = run(&["backup", "decrypt", "--kms-endpoint", &other.endpoint, "-i", enc.to_str().unwrap(), "-o", dec2.to_str().unwrap()]);
+    let (code, _, stderr) = run(&[
+        "backup",
+        "decrypt",
+        "--kms-endpoint",
+        &other.endpoint,
+        "-i",
+        enc.to_str().unwrap(),
+        "-o",
+        dec2.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("KMS plugin"), "{stderr}");
     assert!(!dec2.exists(), "no output on failure");

@@ -29,7 +29,15 @@ struct Fixture {
 
 fn strip_server_fields(v: &mut Value) {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        for f in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink", "ownerReferences"] {
+        for f in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+            "selfLink",
+            "ownerReferences",
+        ] {
             m.remove(f);
         }
     }
@@ -39,20 +47,36 @@ fn fixture() -> Fixture {
     let server = EtcdServer::start();
     let client = TestClient::connect(&server);
     let objects = sample::objects();
-    let kvs: Vec<(&[u8], &[u8])> = objects.iter().map(|o| (o.etcd_key.as_bytes(), o.stored.as_slice())).collect();
+    let kvs: Vec<(&[u8], &[u8])> = objects
+        .iter()
+        .map(|o| (o.etcd_key.as_bytes(), o.stored.as_slice()))
+        .collect();
     client.put_all(&kvs);
     let rev_loaded = client.revision();
 
     // Delete one object of each covered resource, and overwrite two widgets (stored as JSON, so a
     // changed plaintext is easy to write with the identity provider the config lists).
     let mut deleted = BTreeSet::new();
-    for prefix in ["/registry/secrets/", "/registry/configmaps/", "/registry/example.com/widgets/"] {
-        let o = objects.iter().find(|o| o.etcd_key.starts_with(prefix) && !o.unreadable).expect("object");
+    for prefix in [
+        "/registry/secrets/",
+        "/registry/configmaps/",
+        "/registry/example.com/widgets/",
+    ] {
+        let o = objects
+            .iter()
+            .find(|o| o.etcd_key.starts_with(prefix) && !o.unreadable)
+            .expect("object");
         delete(&client, &o.etcd_key);
         deleted.insert(o.etcd_key.clone());
     }
     let mut overwritten = BTreeMap::new();
-    for o in objects.iter().filter(|o| o.resource == "widgets.example.com" && !o.unreadable && !deleted.contains(&o.etcd_key)).take(2) {
+    for o in objects
+        .iter()
+        .filter(|o| {
+            o.resource == "widgets.example.com" && !o.unreadable && !deleted.contains(&o.etcd_key)
+        })
+        .take(2)
+    {
         let mut obj: Value = serde_json::from_slice(&o.plaintext).expect("widget JSON");
         obj["spec"]["restoredBy"] = Value::String("snapshot-test".into());
         let bytes = serde_json::to_vec(&obj).expect("json");
@@ -61,16 +85,33 @@ fn fixture() -> Fixture {
         overwritten.insert(o.etcd_key.clone(), obj);
     }
 
-    let (code, stdout, stderr) =
-        run(&["status", &format!("--endpoints={}", server.endpoint()), "--config", sample_config("config-before.yaml").to_str().unwrap(), "-o", "json"]);
-    assert!(code == 0 || code == 3 || code == 4, "live status failed: {stderr}");
+    let (code, stdout, stderr) = run(&[
+        "status",
+        &format!("--endpoints={}", server.endpoint()),
+        "--config",
+        sample_config("config-before.yaml").to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(
+        code == 0 || code == 3 || code == 4,
+        "live status failed: {stderr}"
+    );
     let live_status = (code, json(&stdout));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let snap = dir.path().join("etcd.snapshot");
     snapshot_save(&server, &snap);
     drop(server); // etcd is gone: everything below reads only the file
-    Fixture { _server_dir: dir, snap, objects, deleted, overwritten, rev_loaded, live_status }
+    Fixture {
+        _server_dir: dir,
+        snap,
+        objects,
+        deleted,
+        overwritten,
+        rev_loaded,
+        live_status,
+    }
 }
 
 fn transformers(config: &str) -> Transformers {
@@ -86,13 +127,28 @@ fn sample_cluster_snapshot() {
     let before = before.to_str().unwrap();
 
     // 1. snapshot status == live status, same exit code.
-    let (code, stdout, stderr) = run(&["snapshot", "status", snap_path, "--config", before, "-o", "json"]);
+    let (code, stdout, stderr) = run(&[
+        "snapshot", "status", snap_path, "--config", before, "-o", "json",
+    ]);
     assert_eq!(code, f.live_status.0, "{stderr}");
-    assert_eq!(json(&stdout), f.live_status.1, "snapshot status differs from live status");
+    assert_eq!(
+        json(&stdout),
+        f.live_status.1,
+        "snapshot status differs from live status"
+    );
 
     // ... and at the revision before the deletes/overwrites it matches expected-status.json.
-    let (_, stdout, stderr) =
-        run(&["snapshot", "status", snap_path, "--config", before, "-o", "json", "--revision", &f.rev_loaded.to_string()]);
+    let (_, stdout, stderr) = run(&[
+        "snapshot",
+        "status",
+        snap_path,
+        "--config",
+        before,
+        "-o",
+        "json",
+        "--revision",
+        &f.rev_loaded.to_string(),
+    ]);
     let report = json(&stdout);
     let expected = sample::expected_status();
     assert_eq!(report["totals"]["objects"], expected["objects"], "{stderr}");
@@ -102,7 +158,13 @@ fn sample_cluster_snapshot() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["resource"] == row["resource"] && r["provider"] == row["provider"] && r["key_name"] == row["key_name"] && r["stale"] == row["stale"] && r["unreadable"] == row["unreadable"])
+            .filter(|r| {
+                r["resource"] == row["resource"]
+                    && r["provider"] == row["provider"]
+                    && r["key_name"] == row["key_name"]
+                    && r["stale"] == row["stale"]
+                    && r["unreadable"] == row["unreadable"]
+            })
             .map(|r| r["count"].as_u64().unwrap())
             .sum();
         assert_eq!(found, row["count"].as_u64().unwrap(), "row {row}");
@@ -111,9 +173,15 @@ fn sample_cluster_snapshot() {
     // 2. Byte-exact plaintext recovery for every object (library level: all 2,000 at the load revision).
     let snapshot = Snapshot::open(&f.snap, OpenOptions::default()).expect("open");
     let t = transformers("config-before.yaml");
-    let index = snapshot.index(&IndexOptions { at_revision: Some(f.rev_loaded), key_prefix: b"/registry/".to_vec() }).unwrap();
+    let index = snapshot
+        .index(&IndexOptions {
+            at_revision: Some(f.rev_loaded),
+            key_prefix: b"/registry/".to_vec(),
+        })
+        .unwrap();
     assert_eq!(index.len(), f.objects.len());
-    let by_key: BTreeMap<&str, &sample::SampleObject> = f.objects.iter().map(|o| (o.etcd_key.as_str(), o)).collect();
+    let by_key: BTreeMap<&str, &sample::SampleObject> =
+        f.objects.iter().map(|o| (o.etcd_key.as_str(), o)).collect();
     let mut unreadable = 0;
     for kv in snapshot.latest(&index) {
         let kv = kv.unwrap();
@@ -129,16 +197,32 @@ fn sample_cluster_snapshot() {
             }
         }
     }
-    assert_eq!(unreadable, f.objects.iter().filter(|o| o.unreadable).count());
+    assert_eq!(
+        unreadable,
+        f.objects.iter().filter(|o| o.unreadable).count()
+    );
 
     // 3. Newest state: deletes gone, overwrites newest; JSON export with stored fields equals object_json.
-    let (code, stdout, stderr) = run(&["snapshot", "export", snap_path, "--config", before, "-o", "json", "--keep-server-fields"]);
+    let (code, stdout, stderr) = run(&[
+        "snapshot",
+        "export",
+        snap_path,
+        "--config",
+        before,
+        "-o",
+        "json",
+        "--keep-server-fields",
+    ]);
     let n_unreadable = f.objects.iter().filter(|o| o.unreadable).count();
     assert_eq!(code, if n_unreadable > 0 { 4 } else { 0 }, "{stderr}");
     let list = json(&stdout);
     assert_eq!(list["kind"], "List");
     let items = list["items"].as_array().unwrap();
-    assert_eq!(items.len(), f.objects.len() - f.deleted.len() - n_unreadable, "{stderr}");
+    assert_eq!(
+        items.len(),
+        f.objects.len() - f.deleted.len() - n_unreadable,
+        "{stderr}"
+    );
     let mut exported: BTreeMap<String, &Value> = BTreeMap::new();
     for item in items {
         let gvk_kind = item["kind"].as_str().unwrap_or_default().to_string();
@@ -149,7 +233,9 @@ fn sample_cluster_snapshot() {
     let mut compared = 0;
     for o in &f.objects {
         let kind = o.gvk.rsplit('/').next().unwrap();
-        let ns = o.object_json["metadata"]["namespace"].as_str().unwrap_or_default();
+        let ns = o.object_json["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
         let name = o.object_json["metadata"]["name"].as_str().unwrap();
         let got = exported.get(&format!("{kind}/{ns}/{name}"));
         if f.deleted.contains(&o.etcd_key) || o.unreadable {
@@ -169,7 +255,11 @@ fn sample_cluster_snapshot() {
     assert!(compared > 1300, "compared {compared}");
     // Unreadable objects are named on stderr with the reason.
     for o in f.objects.iter().filter(|o| o.unreadable) {
-        assert!(stderr.contains(&o.etcd_key), "{} not reported: {stderr}", o.etcd_key);
+        assert!(
+            stderr.contains(&o.etcd_key),
+            "{} not reported: {stderr}",
+            o.etcd_key
+        );
     }
 
     // 4. get: newest value, and the old one with --revision; deleted keys are not found.
@@ -177,36 +267,91 @@ fn sample_cluster_snapshot() {
     let info = keymap::parse_key("/registry", key.as_bytes()).unwrap();
     let name = format!("{}/{}", info.namespace.clone().unwrap(), info.name);
     let gr = info.resource.to_string();
-    let (code, stdout, stderr) = run(&["snapshot", "get", snap_path, &gr, &name, "--config", before, "-o", "json"]);
+    let (code, stdout, stderr) = run(&[
+        "snapshot", "get", snap_path, &gr, &name, "--config", before, "-o", "json",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let got = json(&stdout);
     assert_eq!(got["spec"], new["spec"]);
-    assert!(got["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > f.rev_loaded);
-    let (code, stdout, stderr) =
-        run(&["snapshot", "get", snap_path, &gr, &name, "--config", before, "-o", "json", "--revision", &f.rev_loaded.to_string()]);
+    assert!(
+        got["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > f.rev_loaded
+    );
+    let (code, stdout, stderr) = run(&[
+        "snapshot",
+        "get",
+        snap_path,
+        &gr,
+        &name,
+        "--config",
+        before,
+        "-o",
+        "json",
+        "--revision",
+        &f.rev_loaded.to_string(),
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let old = json(&stdout);
-    assert!(old["spec"].get("restoredBy").is_none(), "old revision shows the old value");
+    assert!(
+        old["spec"].get("restoredBy").is_none(),
+        "old revision shows the old value"
+    );
     let deleted = f.deleted.iter().next().unwrap();
     let info = keymap::parse_key("/registry", deleted.as_bytes()).unwrap();
     let dname = format!("{}/{}", info.namespace.clone().unwrap(), info.name);
-    let (code, _, stderr) = run(&["snapshot", "get", snap_path, &info.resource.to_string(), &dname, "--config", before]);
+    let (code, _, stderr) = run(&[
+        "snapshot",
+        "get",
+        snap_path,
+        &info.resource.to_string(),
+        &dname,
+        "--config",
+        before,
+    ]);
     assert_eq!(code, 1);
     assert!(stderr.contains("not found"), "{stderr}");
-    let (code, stdout, _) =
-        run(&["snapshot", "get", snap_path, &info.resource.to_string(), &dname, "--config", before, "-o", "raw", "--revision", &f.rev_loaded.to_string()]);
+    let (code, stdout, _) = run(&[
+        "snapshot",
+        "get",
+        snap_path,
+        &info.resource.to_string(),
+        &dname,
+        "--config",
+        before,
+        "-o",
+        "raw",
+        "--revision",
+        &f.rev_loaded.to_string(),
+    ]);
     assert_eq!(code, 0);
     let o = f.objects.iter().find(|o| &o.etcd_key == deleted).unwrap();
     assert_eq!(stdout, o.plaintext, "raw output is the exact plaintext");
 
     // 5. YAML stream for secrets in one namespace: restore-ready (server fields removed).
     let ns = "kube-system";
-    let (code, stdout, stderr) =
-        run(&["snapshot", "export", snap_path, "--config", before, "--resource", "secrets", "--namespace", ns]);
+    let (code, stdout, stderr) = run(&[
+        "snapshot",
+        "export",
+        snap_path,
+        "--config",
+        before,
+        "--resource",
+        "secrets",
+        "--namespace",
+        ns,
+    ]);
     let want: Vec<&sample::SampleObject> = f
         .objects
         .iter()
-        .filter(|o| o.resource == "secrets" && o.object_json["metadata"]["namespace"] == ns && !f.deleted.contains(&o.etcd_key))
+        .filter(|o| {
+            o.resource == "secrets"
+                && o.object_json["metadata"]["namespace"] == ns
+                && !f.deleted.contains(&o.etcd_key)
+        })
         .collect();
     let failed = want.iter().filter(|o| o.unreadable).count();
     assert_eq!(code, if failed > 0 { 4 } else { 0 }, "{stderr}");
@@ -214,30 +359,64 @@ fn sample_cluster_snapshot() {
     let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("valid YAML stream");
     assert_eq!(docs.len(), want.len() - failed, "{stderr}");
     for doc in &docs {
-        for field in ["resourceVersion", "uid", "managedFields", "creationTimestamp", "ownerReferences"] {
-            assert!(doc["metadata"][field].is_badvalue(), "metadata.{field} is removed for restore");
+        for field in [
+            "resourceVersion",
+            "uid",
+            "managedFields",
+            "creationTimestamp",
+            "ownerReferences",
+        ] {
+            assert!(
+                doc["metadata"][field].is_badvalue(),
+                "metadata.{field} is removed for restore"
+            );
         }
         assert_eq!(doc["kind"].as_str(), Some("Secret"));
         let name = doc["metadata"]["name"].as_str().unwrap();
-        let o = want.iter().find(|o| o.object_json["metadata"]["name"] == name).expect("exported secret is expected");
+        let o = want
+            .iter()
+            .find(|o| o.object_json["metadata"]["name"] == name)
+            .expect("exported secret is expected");
         let mut expect = o.object_json.clone();
         strip_server_fields(&mut expect);
         // Data survives exactly (base64 in both).
         for (k, v) in expect["data"].as_object().into_iter().flatten() {
-            assert_eq!(doc["data"][k.as_str()].as_str(), v.as_str(), "{name}.data.{k}");
+            assert_eq!(
+                doc["data"][k.as_str()].as_str(),
+                v.as_str(),
+                "{name}.data.{k}"
+            );
         }
     }
 
     // 6. Directory export: one 0600 file per object under <resource>/<ns>/<name>.yaml.
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("restore");
-    let (code, _, stderr) =
-        run(&["snapshot", "export", snap_path, "--config", before, "--resource", "configmaps", "-o", "dir", "--out", dir.to_str().unwrap()]);
+    let (code, _, stderr) = run(&[
+        "snapshot",
+        "export",
+        snap_path,
+        "--config",
+        before,
+        "--resource",
+        "configmaps",
+        "-o",
+        "dir",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
     assert!(code == 0 || code == 4, "{stderr}");
-    let cms: Vec<_> = f.objects.iter().filter(|o| o.resource == "configmaps" && !o.unreadable && !f.deleted.contains(&o.etcd_key)).collect();
+    let cms: Vec<_> = f
+        .objects
+        .iter()
+        .filter(|o| o.resource == "configmaps" && !o.unreadable && !f.deleted.contains(&o.etcd_key))
+        .collect();
     for o in &cms {
         let info = keymap::parse_key("/registry", o.etcd_key.as_bytes()).unwrap();
-        let path = dir.join("configmaps").join(info.namespace.unwrap()).join(format!("{}.yaml", info.name));
+        let path = dir
+            .join("configmaps")
+            .join(info.namespace.unwrap())
+            .join(format!("{}.yaml", info.name));
         let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }

@@ -16,18 +16,31 @@ fn hundred_thousand_objects_large_values_and_history() {
     let mut server = EtcdServer::start();
     let client = TestClient::connect(&server);
     let key = |i: usize| format!("/registry/secrets/ns-{:03}/s-{i:06}", i % 500);
-    let kvs: Vec<(String, Vec<u8>)> = (0..n).map(|i| (key(i), bytes(i as u64, 64 + i % 200))).collect();
+    let kvs: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| (key(i), bytes(i as u64, 64 + i % 200)))
+        .collect();
     client.put_all(&kvs);
     // Values of 1 MiB and ~1.4 MiB span hundreds of overflow pages.
-    let large: Vec<(String, Vec<u8>)> =
-        [(1usize << 20), 1_400_000].iter().enumerate().map(|(i, &len)| (format!("/registry/configmaps/big/v{i}"), bytes(1000 + i as u64, len))).collect();
+    let large: Vec<(String, Vec<u8>)> = [(1usize << 20), 1_400_000]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            (
+                format!("/registry/configmaps/big/v{i}"),
+                bytes(1000 + i as u64, len),
+            )
+        })
+        .collect();
     for (k, v) in &large {
         client.put(k, v);
     }
     let rev_before = client.revision();
     // History: overwrite every 100th key, delete every 97th.
     let mut newest: HashMap<String, Vec<u8>> = kvs.iter().cloned().collect();
-    let overwrites: Vec<(String, Vec<u8>)> = (0..n).step_by(100).map(|i| (key(i), bytes(7_000_000 + i as u64, 100))).collect();
+    let overwrites: Vec<(String, Vec<u8>)> = (0..n)
+        .step_by(100)
+        .map(|i| (key(i), bytes(7_000_000 + i as u64, 100)))
+        .collect();
     client.put_all(&overwrites);
     for (k, v) in &overwrites {
         newest.insert(k.clone(), v.clone());
@@ -62,15 +75,36 @@ fn hundred_thousand_objects_large_values_and_history() {
     assert_eq!(seen, newest.len());
 
     // --revision: the state before the overwrites and deletes.
-    let old = snap.index(&IndexOptions { at_revision: Some(rev_before), key_prefix: b"/registry/secrets/".to_vec() }).unwrap();
+    let old = snap
+        .index(&IndexOptions {
+            at_revision: Some(rev_before),
+            key_prefix: b"/registry/secrets/".to_vec(),
+        })
+        .unwrap();
     assert_eq!(old.len(), n);
     let k100 = key(100); // overwritten, not deleted
     let (_, rev) = old.entries().find(|(k, _)| *k == k100.as_bytes()).unwrap();
     assert_eq!(snap.fetch(k100.as_bytes(), rev).unwrap().value, kvs[100].1);
-    assert_eq!(snap.get(k100.as_bytes(), None).unwrap().unwrap().value, overwrites[1].1);
-    assert!(snap.get(key(97).as_bytes(), None).unwrap().is_none(), "deleted");
-    assert!(snap.get(key(97).as_bytes(), Some(rev_before)).unwrap().is_some(), "exists before the delete");
-    let err = snap.index(&IndexOptions { at_revision: Some(snap.info().current_revision + 1), ..Default::default() }).unwrap_err();
+    assert_eq!(
+        snap.get(k100.as_bytes(), None).unwrap().unwrap().value,
+        overwrites[1].1
+    );
+    assert!(
+        snap.get(key(97).as_bytes(), None).unwrap().is_none(),
+        "deleted"
+    );
+    assert!(
+        snap.get(key(97).as_bytes(), Some(rev_before))
+            .unwrap()
+            .is_some(),
+        "exists before the delete"
+    );
+    let err = snap
+        .index(&IndexOptions {
+            at_revision: Some(snap.info().current_revision + 1),
+            ..Default::default()
+        })
+        .unwrap_err();
     assert!(err.to_string().contains("not in the snapshot"), "{err}");
 
     // CLI summary agrees.
@@ -88,5 +122,14 @@ fn hundred_thousand_objects_large_values_and_history() {
     assert_eq!(member.info().checksum, ChecksumState::Absent);
     let mindex = member.index(&IndexOptions::default()).unwrap();
     assert_eq!(mindex.len(), newest.len());
-    assert_eq!(mindex.entries().map(|(k, r)| (k.to_vec(), r)).collect::<Vec<_>>(), index.entries().map(|(k, r)| (k.to_vec(), r)).collect::<Vec<_>>());
+    assert_eq!(
+        mindex
+            .entries()
+            .map(|(k, r)| (k.to_vec(), r))
+            .collect::<Vec<_>>(),
+        index
+            .entries()
+            .map(|(k, r)| (k.to_vec(), r))
+            .collect::<Vec<_>>()
+    );
 }

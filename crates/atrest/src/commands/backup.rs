@@ -107,7 +107,10 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         BackupCommand::Decrypt(args) => decrypt(args),
         BackupCommand::Keygen(args) => {
             let recipient = keys::write_identity_file(&args.output)?;
-            eprintln!("wrote identity to {} (mode 0600); public recipient:", args.output.display());
+            eprintln!(
+                "wrote identity to {} (mode 0600); public recipient:",
+                args.output.display()
+            );
             println!("{recipient}");
             Ok(ExitCode::from(exit::SUCCESS))
         }
@@ -117,10 +120,15 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
 fn read_passphrase(args: &PassphraseArgs, confirm: bool) -> anyhow::Result<Option<SecretString>> {
     if let Some(path) = &args.passphrase_file {
         let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path).with_context(|| format!("reading passphrase file {}", path.display()))?,
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading passphrase file {}", path.display()))?,
         );
         let line = text.lines().next().unwrap_or("");
-        anyhow::ensure!(!line.is_empty(), "passphrase file {} is empty", path.display());
+        anyhow::ensure!(
+            !line.is_empty(),
+            "passphrase file {} is empty",
+            path.display()
+        );
         return Ok(Some(SecretString::from(line.to_string())));
     }
     if !args.passphrase {
@@ -134,7 +142,10 @@ fn read_passphrase(args: &PassphraseArgs, confirm: bool) -> anyhow::Result<Optio
         io::stdin().is_terminal() || Path::new("/dev/tty").exists(),
         "--passphrase needs a terminal, {PASSPHRASE_ENV} or --passphrase-file"
     );
-    let first = zeroize::Zeroizing::new(rpassword::prompt_password("Passphrase: ").context("reading passphrase from the terminal")?);
+    let first = zeroize::Zeroizing::new(
+        rpassword::prompt_password("Passphrase: ")
+            .context("reading passphrase from the terminal")?,
+    );
     anyhow::ensure!(!first.is_empty(), "empty passphrase");
     if confirm {
         let second = zeroize::Zeroizing::new(rpassword::prompt_password("Confirm passphrase: ")?);
@@ -143,8 +154,12 @@ fn read_passphrase(args: &PassphraseArgs, confirm: bool) -> anyhow::Result<Optio
     Ok(Some(SecretString::from(first.to_string())))
 }
 
-fn kms_service(args: &KmsArgs) -> anyhow::Result<Option<std::sync::Arc<dyn atrest_core::kms::KmsV2Service>>> {
-    let Some(endpoint) = &args.kms_endpoint else { return Ok(None) };
+fn kms_service(
+    args: &KmsArgs,
+) -> anyhow::Result<Option<std::sync::Arc<dyn atrest_core::kms::KmsV2Service>>> {
+    let Some(endpoint) = &args.kms_endpoint else {
+        return Ok(None);
+    };
     let service = super::kms::connector()
         .connect_v2("backup", endpoint, Duration::from_secs(args.kms_timeout))
         .with_context(|| format!("connecting to KMS plugin {endpoint}"))?;
@@ -163,9 +178,13 @@ fn open_input(args: &IoArgs) -> anyhow::Result<(Box<dyn Read>, Option<u64>)> {
 }
 
 /// Runs `f` writing to the output file (atomically) or stdout.
-fn with_output(args: &IoArgs, f: impl FnOnce(&mut dyn Write) -> atrest_backup::Result<Summary>) -> anyhow::Result<Summary> {
+fn with_output(
+    args: &IoArgs,
+    f: impl FnOnce(&mut dyn Write) -> atrest_backup::Result<Summary>,
+) -> anyhow::Result<Summary> {
     match &args.output {
-        Some(p) => atrest_backup::write_atomically(p, f).with_context(|| format!("writing {}", p.display())),
+        Some(p) => atrest_backup::write_atomically(p, f)
+            .with_context(|| format!("writing {}", p.display())),
         None => {
             let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
             Ok(f(&mut out)?)
@@ -195,32 +214,51 @@ fn encrypt(args: EncryptArgs) -> anyhow::Result<ExitCode> {
         described.push(r.clone());
     }
     for path in &args.recipients_file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        for r in keys::parse_recipients_file(&text).with_context(|| format!("in {}", path.display()))? {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        for r in
+            keys::parse_recipients_file(&text).with_context(|| format!("in {}", path.display()))?
+        {
             described.push(r.to_string());
             recipients.push(Recipient::X25519(r));
         }
     }
     if let Some(service) = kms_service(&args.kms)? {
         recipients.push(Recipient::Kms(KmsRecipient::new(service)));
-        described.push(format!("kms {}", args.kms.kms_endpoint.as_deref().unwrap_or_default()));
+        described.push(format!(
+            "kms {}",
+            args.kms.kms_endpoint.as_deref().unwrap_or_default()
+        ));
     }
     if let Some(p) = read_passphrase(&args.passphrase, true)? {
         recipients.push(Recipient::Passphrase(p));
         described.push("passphrase".into());
     }
-    anyhow::ensure!(!recipients.is_empty(), "no recipients: give --recipient, --recipients-file, --passphrase(-file) or --kms-endpoint");
+    anyhow::ensure!(
+        !recipients.is_empty(),
+        "no recipients: give --recipient, --recipients-file, --passphrase(-file) or --kms-endpoint"
+    );
     if args.io.output.is_none() && io::stdout().is_terminal() {
-        anyhow::bail!("refusing to write encrypted binary data to a terminal: use -o FILE or a pipe");
+        anyhow::bail!(
+            "refusing to write encrypted binary data to a terminal: use -o FILE or a pipe"
+        );
     }
     let (mut input, total) = open_input(&args.io)?;
     let started = Instant::now();
     let mut bar = Progress::bytes("encrypting", total.unwrap_or(0));
     let s = with_output(&args.io, |out| {
-        atrest_backup::encrypt(&recipients, &mut input, out, &mut |done| bar.update(done, total.unwrap_or(done)))
+        atrest_backup::encrypt(&recipients, &mut input, out, &mut |done| {
+            bar.update(done, total.unwrap_or(done))
+        })
     })?;
     bar.finish();
-    summary(&args.io, "encrypted", &s, started, &format!("to {}", described.join(", ")));
+    summary(
+        &args.io,
+        "encrypted",
+        &s,
+        started,
+        &format!("to {}", described.join(", ")),
+    );
     Ok(ExitCode::from(exit::SUCCESS))
 }
 
@@ -235,12 +273,17 @@ fn decrypt(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = read_passphrase(&args.passphrase, false)? {
         identities.push(Identity::Passphrase(p));
     }
-    anyhow::ensure!(!identities.is_empty(), "no identity: give --identity, --passphrase(-file) or --kms-endpoint");
+    anyhow::ensure!(
+        !identities.is_empty(),
+        "no identity: give --identity, --passphrase(-file) or --kms-endpoint"
+    );
     let (mut input, total) = open_input(&args.io)?;
     let started = Instant::now();
     let mut bar = Progress::bytes("decrypting", total.unwrap_or(0));
     let result = with_output(&args.io, |out| {
-        atrest_backup::decrypt(&identities, &mut input, out, &mut |done| bar.update(done, total.unwrap_or(done)))
+        atrest_backup::decrypt(&identities, &mut input, out, &mut |done| {
+            bar.update(done, total.unwrap_or(done))
+        })
     });
     bar.finish();
     let s = match result {

@@ -14,13 +14,21 @@ pub fn atrest() -> Command {
 
 /// Runs `atrest ARGS`; returns (exit code, stdout, stderr).
 pub fn run(args: &[&str]) -> (i32, Vec<u8>, String) {
-    let out = atrest().args(args).stdin(Stdio::null()).output().expect("run atrest");
+    let out = atrest()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run atrest");
     decode(out)
 }
 
 pub fn decode(out: Output) -> (i32, Vec<u8>, String) {
     let code = out.status.code().unwrap_or(-1);
-    (code, out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        code,
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `etcdctl snapshot save` (the real tool, which appends the SHA-256 trailer). Fails loudly
@@ -33,7 +41,11 @@ pub fn snapshot_save(server: &EtcdServer, path: &Path) {
         .arg(path)
         .output()
         .unwrap_or_else(|e| panic!("etcdctl not runnable ({e}): install etcd-client (apt-get install etcd-client) or set ETCDCTL_BIN"));
-    assert!(out.status.success(), "etcdctl snapshot save failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "etcdctl snapshot save failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let len = std::fs::metadata(path).expect("snapshot written").len();
     assert_eq!(len % 512, 32, "etcdctl appends a 32-byte SHA-256 trailer");
 }
@@ -51,7 +63,12 @@ pub fn sample_config(name: &str) -> PathBuf {
 
 /// Parses a JSON document from stdout.
 pub fn json(stdout: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(stdout)))
+    serde_json::from_slice(stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(stdout)
+        )
+    })
 }
 
 /// Deterministic pseudo-random bytes.
@@ -69,11 +86,21 @@ pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
 
 /// Puts `n` keys `/registry/configmaps/ns-<i % 50>/cm-<i>` with `value_len` bytes each (plus the
 /// `extra` pairs), takes a snapshot with etcdctl and stops etcd. Returns the temp dir holding the file.
-pub fn make_snapshot(n: usize, value_len: usize, extra: &[(String, Vec<u8>)]) -> (tempfile::TempDir, PathBuf) {
+pub fn make_snapshot(
+    n: usize,
+    value_len: usize,
+    extra: &[(String, Vec<u8>)],
+) -> (tempfile::TempDir, PathBuf) {
     let server = EtcdServer::start();
     let client = TestClient::connect(&server);
-    let kvs: Vec<(String, Vec<u8>)> =
-        (0..n).map(|i| (format!("/registry/configmaps/ns-{}/cm-{i:06}", i % 50), bytes(i as u64, value_len))).collect();
+    let kvs: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            (
+                format!("/registry/configmaps/ns-{}/cm-{i:06}", i % 50),
+                bytes(i as u64, value_len),
+            )
+        })
+        .collect();
     client.put_all(&kvs);
     client.put_all(extra);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -98,19 +125,37 @@ impl KmsPlugin {
         assert_eq!(code, 0, "atrest kms init: {stderr}");
         let endpoint = format!("unix://{}", sock.display());
         let child = atrest()
-            .args(["kms", "serve", "--backend", "local", "--v1beta1", "--listen", &endpoint, "--key-store", ks.to_str().unwrap()])
+            .args([
+                "kms",
+                "serve",
+                "--backend",
+                "local",
+                "--v1beta1",
+                "--listen",
+                &endpoint,
+                "--key-store",
+                ks.to_str().unwrap(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn atrest kms serve");
-        let mut plugin = KmsPlugin { child, endpoint, _dir: dir };
+        let mut plugin = KmsPlugin {
+            child,
+            endpoint,
+            _dir: dir,
+        };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::os::unix::net::UnixStream::connect(&sock).is_err() {
             if let Ok(Some(status)) = plugin.child.try_wait() {
                 panic!("atrest kms serve exited early: {status}");
             }
-            assert!(std::time::Instant::now() < deadline, "plugin did not listen on {}", sock.display());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "plugin did not listen on {}",
+                sock.display()
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         plugin

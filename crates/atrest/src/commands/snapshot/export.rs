@@ -26,8 +26,15 @@ use super::{load_config, open_and_index, yaml, ConfigArgs, SnapshotArgs};
 use crate::exit;
 
 /// Fields dropped from `metadata` by default on export.
-pub const SERVER_FIELDS: &[&str] =
-    &["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields", "selfLink", "ownerReferences"];
+pub const SERVER_FIELDS: &[&str] = &[
+    "resourceVersion",
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "selfLink",
+    "ownerReferences",
+];
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GetFormat {
@@ -89,14 +96,20 @@ fn decrypt_decode(
     key: &[u8],
     value: &[u8],
 ) -> Result<(Vec<u8>, Value), String> {
-    let outcome = transformers.for_resource(&info.resource).read(value, key).map_err(|e| format!("decrypt: {e}"))?;
+    let outcome = transformers
+        .for_resource(&info.resource)
+        .read(value, key)
+        .map_err(|e| format!("decrypt: {e}"))?;
     let object = decode_object(&outcome.plaintext).map_err(|e| format!("decode: {e}"))?;
     Ok((outcome.plaintext, object))
 }
 
 fn set_resource_version(object: &mut Value, mod_revision: i64) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), Value::String(mod_revision.to_string()));
+        meta.insert(
+            "resourceVersion".into(),
+            Value::String(mod_revision.to_string()),
+        );
     }
 }
 
@@ -110,12 +123,23 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let key = keymap::key_for(&args.snapshot.etcd_prefix, &gr, ns, name);
     let (snap, index) = open_and_index(&args.snapshot, key.clone().into_bytes())?;
     let Some((_, rev)) = index.entries().find(|(k, _)| *k == key.as_bytes()) else {
-        anyhow::bail!("{} {:?} not found in the snapshot at revision {} (key {key})", gr, args.name, index.revision);
+        anyhow::bail!(
+            "{} {:?} not found in the snapshot at revision {} (key {key})",
+            gr,
+            args.name,
+            index.revision
+        );
     };
-    let kv = snap.fetch(key.as_bytes(), rev).with_context(|| format!("reading {key}"))?;
-    let info = KeyInfo { resource: gr, namespace: ns.map(str::to_string), name: name.to_string() };
-    let (plaintext, mut object) =
-        decrypt_decode(&transformers, &info, &kv.key, &kv.value).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    let kv = snap
+        .fetch(key.as_bytes(), rev)
+        .with_context(|| format!("reading {key}"))?;
+    let info = KeyInfo {
+        resource: gr,
+        namespace: ns.map(str::to_string),
+        name: name.to_string(),
+    };
+    let (plaintext, mut object) = decrypt_decode(&transformers, &info, &kv.key, &kv.value)
+        .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
     set_resource_version(&mut object, kv.mod_revision);
     let mut out = io::stdout().lock();
     match args.output {
@@ -142,26 +166,41 @@ fn safe_component(s: &str) -> Option<&str> {
 }
 
 fn create_private(path: &Path) -> io::Result<fs::File> {
-    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     // An existing file keeps its mode on open: tighten it.
     file.set_permissions(fs::Permissions::from_mode(0o600))?;
     Ok(file)
 }
 
 enum Sink {
-    Stream { out: Box<dyn Write>, json: bool, first: bool },
+    Stream {
+        out: Box<dyn Write>,
+        json: bool,
+        first: bool,
+    },
     Dir(PathBuf),
 }
 
 impl Sink {
     fn new(args: &ExportArgs) -> anyhow::Result<Sink> {
         let open = |p: &Path| -> anyhow::Result<Box<dyn Write>> {
-            Ok(Box::new(BufWriter::new(create_private(p).with_context(|| format!("creating {}", p.display()))?)))
+            Ok(Box::new(BufWriter::new(
+                create_private(p).with_context(|| format!("creating {}", p.display()))?,
+            )))
         };
         Ok(match args.output {
             ExportFormat::Dir => {
                 let dir = args.out.clone().context("-o dir needs --out DIR")?;
-                DirBuilder::new().recursive(true).mode(0o700).create(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 Sink::Dir(dir)
             }
             format => {
@@ -173,7 +212,11 @@ impl Sink {
                 if json {
                     out.write_all(b"{\n\"apiVersion\": \"v1\",\n\"kind\": \"List\",\n\"metadata\": {},\n\"items\": [\n")?;
                 }
-                Sink::Stream { out, json, first: true }
+                Sink::Stream {
+                    out,
+                    json,
+                    first: true,
+                }
             }
         })
     }
@@ -183,21 +226,34 @@ impl Sink {
             Sink::Stream { out, json, first } => {
                 let text = if *json {
                     let sep = if *first { "" } else { ",\n" };
-                    format!("{sep}{}", serde_json::to_string_pretty(object).map_err(|e| e.to_string())?)
+                    format!(
+                        "{sep}{}",
+                        serde_json::to_string_pretty(object).map_err(|e| e.to_string())?
+                    )
                 } else {
                     yaml::document(object).map_err(|e| e.to_string())?
                 };
                 *first = false;
-                out.write_all(text.as_bytes()).map_err(|e| format!("writing output: {e}"))
+                out.write_all(text.as_bytes())
+                    .map_err(|e| format!("writing output: {e}"))
             }
             Sink::Dir(root) => {
                 let bad = |what: &str| format!("unsafe {what} for a file name");
-                let mut dir = root.join(safe_component(&info.resource.to_string()).ok_or_else(|| bad("resource"))?);
+                let mut dir = root.join(
+                    safe_component(&info.resource.to_string()).ok_or_else(|| bad("resource"))?,
+                );
                 if let Some(ns) = &info.namespace {
                     dir = dir.join(safe_component(ns).ok_or_else(|| bad("namespace"))?);
                 }
-                let file = dir.join(format!("{}.yaml", safe_component(&info.name).ok_or_else(|| bad("name"))?));
-                DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let file = dir.join(format!(
+                    "{}.yaml",
+                    safe_component(&info.name).ok_or_else(|| bad("name"))?
+                ));
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))?;
                 let text = yaml::document(object).map_err(|e| e.to_string())?;
                 create_private(&file)
                     .and_then(|mut f| f.write_all(text.as_bytes()))
@@ -220,7 +276,11 @@ impl Sink {
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let transformers = load_config(&args.config)?;
     let prefix = keymap::normalize_prefix(&args.snapshot.etcd_prefix);
-    let resources: Vec<GroupResource> = args.resource.iter().map(|r| GroupResource::parse(r)).collect();
+    let resources: Vec<GroupResource> = args
+        .resource
+        .iter()
+        .map(|r| GroupResource::parse(r))
+        .collect();
     // One resource: index only its key range.
     let index_prefix = match resources.as_slice() {
         [one] => keymap::resource_range(&prefix, one).0,
@@ -233,16 +293,27 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut bar = Progress::count("exporting", index.len() as u64);
     // Restore order: Namespaces, then CRDs, then everything else (each in key order), so a
     // `kubectl apply -f` of the stream creates what later objects need first.
-    let first = [format!("{prefix}namespaces/"), format!("{prefix}apiextensions.k8s.io/customresourcedefinitions/")];
-    let rank = |k: &[u8]| first.iter().position(|p| k.starts_with(p.as_bytes())).unwrap_or(first.len());
+    let first = [
+        format!("{prefix}namespaces/"),
+        format!("{prefix}apiextensions.k8s.io/customresourcedefinitions/"),
+    ];
+    let rank = |k: &[u8]| {
+        first
+            .iter()
+            .position(|p| k.starts_with(p.as_bytes()))
+            .unwrap_or(first.len())
+    };
     let mut order: Vec<(&[u8], atrest_store::snapshot::Revision)> = index.entries().collect();
     order.sort_by_key(|(k, _)| rank(k)); // stable: key order within each rank
     for (n, (key, rev)) in order.into_iter().enumerate() {
         bar.update(n as u64 + 1, index.len() as u64);
-        let kv = snap.fetch(key, rev).with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
+        let kv = snap
+            .fetch(key, rev)
+            .with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
         let key_text = String::from_utf8_lossy(&kv.key).into_owned();
         let Some(info) = keymap::parse_key(&prefix, &kv.key) else {
             if resources.is_empty() {
+                eprintln!("error: {key_text}: key does not map to a resource");
                 failures.push((key_text, "key does not map to a resource".into()));
             }
             continue;
@@ -278,11 +349,29 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "exported {total} objects at revision {} ({}); {} failed",
         index.revision,
-        if per.is_empty() { "none".to_string() } else { per.join(", ") },
+        if per.is_empty() {
+            "none".to_string()
+        } else {
+            per.join(", ")
+        },
         failures.len()
     );
-    for (key, reason) in &failures {
-        eprintln!("  failed: {key}: {reason}");
+    // Each failure was printed with its key as it happened; the summary groups them by reason.
+    let mut reasons = std::collections::BTreeMap::<&str, u64>::new();
+    for (_, reason) in &failures {
+        *reasons.entry(reason.as_str()).or_default() += 1;
     }
-    Ok(ExitCode::from(if failures.is_empty() { exit::SUCCESS } else { exit::UNREADABLE }))
+    let mut reasons: Vec<(&str, u64)> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    for (reason, n) in reasons.iter().take(10) {
+        eprintln!("  {n} x {reason}");
+    }
+    if reasons.len() > 10 {
+        eprintln!("  ... and {} other reasons", reasons.len() - 10);
+    }
+    Ok(ExitCode::from(if failures.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::UNREADABLE
+    }))
 }

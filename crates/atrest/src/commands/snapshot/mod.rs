@@ -85,20 +85,33 @@ pub fn run(cmd: SnapshotCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Opens the file (checksum first, with progress) and builds the index of live keys under `prefix`.
-pub(crate) fn open_and_index(args: &SnapshotArgs, key_prefix: Vec<u8>) -> anyhow::Result<(Snapshot, LatestIndex)> {
-    let opts = OpenOptions { verify_checksum: !args.skip_hash_check };
+pub(crate) fn open_and_index(
+    args: &SnapshotArgs,
+    key_prefix: Vec<u8>,
+) -> anyhow::Result<(Snapshot, LatestIndex)> {
+    let opts = OpenOptions {
+        verify_checksum: !args.skip_hash_check,
+    };
     let mut bar = Progress::bytes("verifying checksum", 0);
-    let snap = Snapshot::open_with_progress(&args.file, opts, |done, total| bar.update(done, total))
-        .with_context(|| format!("reading snapshot {}", args.file.display()))?;
+    let snap =
+        Snapshot::open_with_progress(&args.file, opts, |done, total| bar.update(done, total))
+            .with_context(|| format!("reading snapshot {}", args.file.display()))?;
     bar.finish();
     let mut bar = Progress::count("indexing revisions", snap.db().page_count());
     let index = std::thread::scope(|s| {
-        let handle = s.spawn(|| snap.index(&IndexOptions { at_revision: args.revision, key_prefix }));
+        let handle = s.spawn(|| {
+            snap.index(&IndexOptions {
+                at_revision: args.revision,
+                key_prefix,
+            })
+        });
         while !handle.is_finished() {
             bar.update(snap.db().pages_read(), snap.db().page_count());
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        handle.join().map_err(|_| anyhow::anyhow!("indexing thread panicked"))
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("indexing thread panicked"))
     })?
     .with_context(|| format!("reading snapshot {}", args.file.display()))?;
     bar.finish();
@@ -109,11 +122,16 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let transformers = load_config(&args.config)?;
     let prefix = keymap::normalize_prefix(&args.snapshot.etcd_prefix);
     let (snap, index) = open_and_index(&args.snapshot, prefix.clone().into_bytes())?;
-    let opts = ReportOptions { etcd_prefix: prefix, verify: args.verify, list: args.list };
+    let opts = ReportOptions {
+        etcd_prefix: prefix,
+        verify: args.verify,
+        list: args.list,
+    };
     let mut builder = StatusReportBuilder::new(transformers, opts);
     let mut bar = Progress::count("reading objects", index.len() as u64);
     for (n, kv) in snap.latest(&index).enumerate() {
-        let kv = kv.with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
+        let kv =
+            kv.with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
         builder.add(&kv.key, &kv.value);
         bar.update(n as u64 + 1, index.len() as u64);
     }

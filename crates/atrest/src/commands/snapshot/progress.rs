@@ -21,7 +21,11 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
     pub fn bytes(msg: &'static str, total: u64) -> Progress {
-        Self::new(msg, total, "{msg:>20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        Self::new(
+            msg,
+            total,
+            "{msg:>20} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
     }
     pub fn count(msg: &'static str, total: u64) -> Progress {
         Self::new(msg, total, "{msg:>20} [{bar:30}] {pos}/{len} eta {eta}")
