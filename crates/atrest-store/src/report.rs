@@ -176,7 +176,7 @@ impl StatusReportBuilder {
     pub fn classify(&mut self, key: &[u8], value: &[u8]) -> Classification {
         let Some(info) = keymap::parse_key(&self.opts.etcd_prefix, key) else {
             // Not an object key (kube-apiserver never reads it): counted as not covered.
-            let provider = (!value.starts_with(b"k8s:enc:")).then(|| ProviderInfo {
+            let provider = (!value.starts_with(b"k8s:enc:")).then_some(ProviderInfo {
                 kind: atrest_core::ProviderKind::Identity,
                 provider_index: 0,
                 key_name: None,
