@@ -52,9 +52,11 @@ fn rpc_error(s: &tonic::Status) -> String {
     )
 }
 
-/// Whether the failure happened before the plugin answered (worth retrying until the deadline).
+/// Whether the failure happened in the transport, before the plugin answered (worth retrying until
+/// the deadline): tonic attaches the transport error as the source; statuses the plugin sent in its
+/// trailers have none.
 fn is_connect_failure(s: &tonic::Status) -> bool {
-    s.code() == Code::Unavailable && std::error::Error::source(s).is_some()
+    std::error::Error::source(s).is_some()
 }
 
 /// Runs `call` with wait-for-ready retries until `timeout` elapses.
