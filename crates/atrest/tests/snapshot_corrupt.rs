@@ -42,7 +42,6 @@ fn damaged_snapshots_give_clear_errors() {
     let n_good = read_all(good.clone(), true).expect("intact snapshot reads");
     assert_eq!(n_good, 3001);
     let data_len = good.len() - 32;
-    let p = path.to_str().unwrap();
 
     // Truncated files, through the CLI: exit 1 with a message naming the problem.
     for cut in [

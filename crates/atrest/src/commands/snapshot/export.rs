@@ -362,7 +362,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         *reasons.entry(reason.as_str()).or_default() += 1;
     }
     let mut reasons: Vec<(&str, u64)> = reasons.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     for (reason, n) in reasons.iter().take(10) {
         eprintln!("  {n} x {reason}");
     }
