@@ -653,3 +653,38 @@ async fn client_waits_for_a_plugin_that_starts_late_and_times_out_cleanly() {
     assert_eq!(status.healthz, "ok");
     drop(starter.await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_made_world_readable_while_serving_turns_unhealthy_then_recovers() {
+    let (dir, store) = new_store();
+    let sock = support::socket_in(dir.path());
+    let server = support::start(
+        support::config(Endpoint::Path(sock.clone())),
+        backend(&store),
+    )
+    .await;
+    let kms = GrpcKms::new()
+        .connect_v2("p", &endpoint_url(&sock), Duration::from_secs(3))
+        .unwrap();
+    assert_eq!(kms.status().unwrap().healthz, "ok");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let k = Arc::clone(&kms);
+    assert!(
+        support::eventually(Duration::from_secs(5), move || k.status().unwrap().healthz
+            != "ok")
+        .await
+    );
+    let h = kms.status().unwrap().healthz;
+    assert!(
+        h.contains("world-accessible") && h.contains(&store.display().to_string()),
+        "{h}"
+    );
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let k = Arc::clone(&kms);
+    assert!(
+        support::eventually(Duration::from_secs(5), move || k.status().unwrap().healthz
+            == "ok")
+        .await
+    );
+    drop(server);
+}

@@ -10,7 +10,13 @@ pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 pub const PIN: &str = "1234";
 pub const SO_PIN: &str = "12345678";
 
+/// SoftHSM2 reads SOFTHSM2_CONF once per C_Initialize and the PKCS#11 library state is
+/// process-wide, so tests sharing a process (plain `cargo test`) take turns; under nextest each
+/// test is its own process anyway.
+static ONE_TOKEN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub struct SoftHsm {
+    _turn: std::sync::MutexGuard<'static, ()>,
     pub dir: tempfile::TempDir,
     pub conf: PathBuf,
     pub token_label: String,
@@ -20,6 +26,9 @@ impl SoftHsm {
     /// Creates a fresh token. Sets SOFTHSM2_CONF for this process (each nextest test is its own
     /// process), so call it before starting any backend.
     pub fn new(token_label: &str) -> SoftHsm {
+        let turn = ONE_TOKEN_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         super::require_tool("softhsm2-util", "apt-get install softhsm2");
         assert!(
             std::path::Path::new(MODULE).exists(),
@@ -59,6 +68,7 @@ impl SoftHsm {
             String::from_utf8_lossy(&out.stderr)
         );
         SoftHsm {
+            _turn: turn,
             dir,
             conf,
             token_label: token_label.to_string(),

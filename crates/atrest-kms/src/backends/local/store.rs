@@ -288,8 +288,10 @@ impl KeyStore {
         self.sealer.is_some()
     }
 
-    /// Versions present, ascending.
+    /// Versions present, ascending. Re-checks the directory's permissions every time (this runs in
+    /// the background refresh, so a store made group/world-accessible turns the plugin unhealthy).
     pub fn versions(&self) -> Result<Vec<u32>, StoreError> {
+        check_private(&self.dir, true)?;
         let mut v = Vec::new();
         for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let entry = entry.map_err(io(&self.dir))?;
