@@ -372,3 +372,26 @@ fn legacy_write_mode_uses_counter_nonces() {
     );
     assert!(!t.read(&value, AAD).unwrap().stale);
 }
+
+#[test]
+fn one_provider_instance_per_config_entry() {
+    // Like kube-apiserver: the resources of one entry share the provider (one write state, one
+    // Encrypt); the same settings in another entry are another instance.
+    let plugin = Plugin::new("key-a");
+    let mut cfg = config("p");
+    cfg.resources[0].resources.push("configmaps".into());
+    let mut other = cfg.resources[0].clone();
+    other.resources = vec!["pods".into()];
+    cfg.resources.push(other);
+    let t = Transformers::build(&cfg, Arc::new(Connect(plugin.clone()))).unwrap();
+    for resource in ["secrets", "configmaps"] {
+        t.for_resource(&GroupResource::parse(resource))
+            .write(b"x", AAD)
+            .unwrap();
+    }
+    assert_eq!(plugin.count().1, 1);
+    t.for_resource(&GroupResource::parse("pods"))
+        .write(b"x", AAD)
+        .unwrap();
+    assert_eq!(plugin.count().1, 2);
+}
