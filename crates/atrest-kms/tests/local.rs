@@ -688,3 +688,27 @@ async fn store_made_world_readable_while_serving_turns_unhealthy_then_recovers()
     );
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_group_makes_the_socket_0660_owned_by_that_group() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, store) = new_store();
+    let gid = std::fs::metadata("/proc/self").unwrap().gid();
+    let sock = support::socket_in(dir.path());
+    let mut cfg = support::config(Endpoint::Path(sock.clone()));
+    cfg.socket_group = Some(gid);
+    let server = support::start(cfg, backend(&store)).await;
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
+    assert_eq!(
+        atrest_kms::server::listener::resolve_group(&gid.to_string()).unwrap(),
+        gid
+    );
+    assert_eq!(
+        atrest_kms::server::listener::resolve_group("root").unwrap(),
+        0
+    );
+    assert!(atrest_kms::server::listener::resolve_group("no-such-group-xyz").is_err());
+    drop(server);
+}
