@@ -357,3 +357,57 @@ fn pkcs11_keygen_serve_and_wrong_pin() {
         String::from_utf8_lossy(&dec.stderr)
     );
 }
+
+/// On a terminal, `serve` offers to create a missing key store (driven through util-linux `script`,
+/// which gives the plugin a pseudo-terminal).
+#[test]
+fn serve_offers_to_create_the_store_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks");
+    let sock = dir.path().join("tty.sock");
+    let cmd = format!(
+        "{} kms serve --listen unix://{} --key-store {}",
+        env!("CARGO_BIN_EXE_atrest"),
+        sock.display(),
+        ks.display()
+    );
+    let spawn = || {
+        Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`script` (util-linux) is installed")
+    };
+
+    // "n": nothing is created, serve explains what to run.
+    let mut no = spawn();
+    no.stdin.as_mut().unwrap().write_all(b"n\n").unwrap();
+    let out = no.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("Create it now") && text.contains("atrest kms init"),
+        "{text}"
+    );
+    assert!(!ks.exists());
+
+    // "y": the store is created and the plugin serves.
+    let mut yes = spawn();
+    let mut stdin = yes.stdin.take().unwrap();
+    stdin.write_all(b"y\n").unwrap();
+    let mut plugin = Plugin(yes);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            Instant::now() < deadline && plugin.0.try_wait().unwrap().is_none(),
+            "plugin did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ks.join("store.json").exists());
+    let pid = plugin.0.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    drop(stdin);
+    let _ = plugin.0.wait();
+}
