@@ -140,9 +140,15 @@ impl Progress {
         }
         let bar = ProgressBar::new(0);
         if let Ok(style) = ProgressStyle::with_template(
-            "{msg} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
+            "{msg} [{bar:30}] {human_pos}/{human_len} keys, {rate} keys/s, eta {eta}",
         ) {
-            bar.set_style(style.progress_chars("=> "));
+            let style = style.progress_chars("=> ").with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}", state.per_sec());
+                },
+            );
+            bar.set_style(style);
         }
         bar.set_message(message);
         Progress { bar: Some(bar) }
