@@ -12,6 +12,7 @@ use etcd_common::*;
 struct Plugin {
     child: std::process::Child,
     endpoint: String,
+    key_store: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -45,6 +46,7 @@ impl Plugin {
         let mut plugin = Plugin {
             child,
             endpoint,
+            key_store: ks,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -57,6 +59,55 @@ impl Plugin {
             std::thread::sleep(Duration::from_millis(50));
         }
         plugin
+    }
+}
+
+impl Plugin {
+    /// The key ID the plugin reports in Status.
+    fn key_id(&self) -> String {
+        let out = atrest_cmd()
+            .args(["kms", "status", "--endpoint", &self.endpoint])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kms status: {}", stderr(&out));
+        let text = stdout(&out);
+        let line = text
+            .lines()
+            .find(|l| l.contains("key_id") || l.contains("key id"))
+            .unwrap_or_else(|| panic!("{text}"));
+        line.rsplit([':', ' ', '='])
+            .find(|s| !s.trim().is_empty())
+            .unwrap()
+            .trim()
+            .trim_matches('"')
+            .to_string()
+    }
+
+    /// Rotates the KEK and waits until the running plugin reports the new key ID.
+    fn rotate(&self) -> String {
+        let before = self.key_id();
+        let out = atrest_cmd()
+            .args([
+                "kms",
+                "rotate",
+                "--key-store",
+                self.key_store.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kms rotate: {}", stderr(&out));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.key_id();
+            if now != before {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugin still reports key {before}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
@@ -176,4 +227,52 @@ resources:
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
         secret.object_json
     );
+
+    // KEK rotation: the stored key ID no longer matches the plugin's, so status (without Decrypt)
+    // reports the secrets stale, and rewrite moves them to the new key ID.
+    let old_key_id = plugin.key_id();
+    let new_key_id = plugin.rotate();
+    let secrets_rows = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resource"] == "secrets")
+            .cloned()
+            .collect()
+    };
+    let out = atrest_in(
+        dir.path(),
+        &args(&["status", &endpoint, &cfg, "-o", "json"]),
+    );
+    let rows = secrets_rows(&out);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["key_id"].as_str(), &rows[0]["stale"]),
+        (Some(old_key_id.as_str()), &serde_json::json!(true))
+    );
+    let out = atrest_in(
+        dir.path(),
+        &args(&[
+            "rewrite",
+            &endpoint,
+            &cfg,
+            "--resource=secrets",
+            "-o",
+            "json",
+        ]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = atrest_in(
+        dir.path(),
+        &args(&["status", &endpoint, &cfg, "--verify", "-o", "json"]),
+    );
+    let rows = secrets_rows(&out);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["key_id"].as_str(), &rows[0]["stale"]),
+        (Some(new_key_id.as_str()), &serde_json::json!(false))
+    );
+    assert_eq!(rows[0]["count"], 780);
 }
