@@ -11,19 +11,27 @@ use crate::tls::TlsFiles;
 
 /// The etcd binary: `$ETCD_BIN`, else `etcd` on `PATH`. Panics (failing the test) when missing.
 fn etcd_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("ETCD_BIN") {
-        return PathBuf::from(p);
+    find_etcd(std::env::var_os("ETCD_BIN"), std::env::var_os("PATH"))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `ETCD_BIN` if set (must exist), else `etcd` in one of the `PATH` directories.
+pub fn find_etcd(
+    etcd_bin: Option<std::ffi::OsString>,
+    path: Option<std::ffi::OsString>,
+) -> Result<PathBuf, String> {
+    if let Some(p) = etcd_bin {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("ETCD_BIN={} does not exist", p.display()))
+        };
     }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "etcd binary not found: these tests need a real etcd. Install it (Debian: `apt-get install etcd-server`) \
-             or set ETCD_BIN=/path/to/etcd"
-        )
+    path.and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("etcd")).find(|p| p.is_file())).ok_or_else(|| {
+        "etcd binary not found: these tests need a real etcd. Install it (Debian: `apt-get install etcd-server`) \
+         or set ETCD_BIN=/path/to/etcd"
+            .to_string()
     })
 }
 

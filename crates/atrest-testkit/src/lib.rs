@@ -14,7 +14,7 @@ pub mod load;
 pub mod sample;
 pub mod tls;
 
-pub use etcd::{EtcdCluster, EtcdMember, EtcdServer};
+pub use etcd::{find_etcd, EtcdCluster, EtcdMember, EtcdServer};
 pub use tls::TlsFiles;
 
 /// The workspace root (for `testdata/`).
