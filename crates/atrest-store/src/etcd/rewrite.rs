@@ -378,8 +378,11 @@ impl Run<'_> {
             return Ok(());
         };
         if let Some(rate) = self.opts.rate.filter(|r| *r > 0.0) {
-            let due = self.started + Duration::from_secs_f64(self.dispatched as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
+            let wait =
+                Duration::try_from_secs_f64(self.dispatched as f64 / rate).unwrap_or(Duration::MAX);
+            if let Some(due) = self.started.checked_add(wait) {
+                tokio::time::sleep_until(due.into()).await;
+            }
         }
         while self.tasks.len() >= self.opts.in_flight.max(1) {
             self.join_one().await?;

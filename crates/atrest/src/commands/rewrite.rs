@@ -52,8 +52,8 @@ pub struct RewriteArgs {
 
 pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
     if let Some(rate) = args.rate {
-        if !(rate.is_finite() && rate > 0.0) {
-            bail!("--rate must be a positive number of objects per second");
+        if !(rate.is_finite() && rate >= 0.01) {
+            bail!("--rate must be a number of objects per second, at least 0.01");
         }
     }
     let (config, transformers) = args.config.load()?;
