@@ -107,3 +107,35 @@ fn minimal_secret_fields() {
                "metadata": {"name": "s", "creationTimestamp": null}})
     );
 }
+
+#[test]
+fn random_and_mutated_inputs_never_panic() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let originals: Vec<Vec<u8>> = sample()
+        .iter()
+        .step_by(50)
+        .map(|o| b64(&o["plaintext_b64"]))
+        .collect();
+    for i in 0..20_000 {
+        let mut buf = if i % 2 == 0 {
+            let len = (next() % 300) as usize;
+            let mut b = PROTOBUF_MAGIC.to_vec();
+            b.extend((0..len).map(|_| next() as u8));
+            b
+        } else {
+            originals[i % originals.len()].clone()
+        };
+        for _ in 0..(next() % 4) {
+            let pos = (next() as usize) % buf.len();
+            buf[pos] ^= 1 << (next() % 8);
+        }
+        let _ = decode_object(&buf);
+        let _ = type_of(&buf);
+    }
+}
