@@ -70,8 +70,18 @@ pub trait KmsV1Service: Send + Sync {
 /// in `atrest-kms`, and by in-process fakes in tests.
 pub trait KmsConnector: Send + Sync {
     /// `endpoint` is the config's `unix://` URL, `timeout` its per-call `timeout`.
-    fn connect_v2(&self, name: &str, endpoint: &str, timeout: Duration) -> Result<Arc<dyn KmsV2Service>, KmsError>;
-    fn connect_v1(&self, name: &str, endpoint: &str, timeout: Duration) -> Result<Arc<dyn KmsV1Service>, KmsError>;
+    fn connect_v2(
+        &self,
+        name: &str,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<Arc<dyn KmsV2Service>, KmsError>;
+    fn connect_v1(
+        &self,
+        name: &str,
+        endpoint: &str,
+        timeout: Duration,
+    ) -> Result<Arc<dyn KmsV1Service>, KmsError>;
 }
 
 /// A connector for configs without KMS providers: any attempt to use one is an error.
@@ -79,10 +89,26 @@ pub trait KmsConnector: Send + Sync {
 pub struct NoKms;
 
 impl KmsConnector for NoKms {
-    fn connect_v2(&self, name: &str, endpoint: &str, _: Duration) -> Result<Arc<dyn KmsV2Service>, KmsError> {
-        Err(KmsError::Unavailable { endpoint: endpoint.to_string(), reason: format!("no KMS client available for provider {name}") })
+    fn connect_v2(
+        &self,
+        name: &str,
+        endpoint: &str,
+        _: Duration,
+    ) -> Result<Arc<dyn KmsV2Service>, KmsError> {
+        Err(KmsError::Unavailable {
+            endpoint: endpoint.to_string(),
+            reason: format!("no KMS client available for provider {name}"),
+        })
     }
-    fn connect_v1(&self, name: &str, endpoint: &str, _: Duration) -> Result<Arc<dyn KmsV1Service>, KmsError> {
-        Err(KmsError::Unavailable { endpoint: endpoint.to_string(), reason: format!("no KMS client available for provider {name}") })
+    fn connect_v1(
+        &self,
+        name: &str,
+        endpoint: &str,
+        _: Duration,
+    ) -> Result<Arc<dyn KmsV1Service>, KmsError> {
+        Err(KmsError::Unavailable {
+            endpoint: endpoint.to_string(),
+            reason: format!("no KMS client available for provider {name}"),
+        })
     }
 }

@@ -28,7 +28,9 @@ pub mod transformer;
 pub use build::BuildOptions;
 pub use config::{EncryptionConfiguration, LoadOptions};
 pub use resource::GroupResource;
-pub use transformer::{ProviderInfo, ProviderKind, ReadOutcome, ResourceTransformer, TransformError, Transformers};
+pub use transformer::{
+    ProviderInfo, ProviderKind, ReadOutcome, ResourceTransformer, TransformError, Transformers,
+};
 
 /// Loads `path` with kube-apiserver's rules ([`config::load_file`]) and builds every resource's
 /// transformer; KMS providers connect through `kms`.
