@@ -8,8 +8,12 @@ use atrest_core::Transformers;
 
 /// Loads `path` with kube-apiserver's rules and builds every resource's transformer; KMS providers
 /// are reached through the plugin sockets the config names.
-pub fn load_transformers(path: &Path, opts: &LoadOptions) -> anyhow::Result<(EncryptionConfiguration, Transformers)> {
-    let config = config::load_file(path, opts).with_context(|| format!("loading {}", path.display()))?;
+pub fn load_transformers(
+    path: &Path,
+    opts: &LoadOptions,
+) -> anyhow::Result<(EncryptionConfiguration, Transformers)> {
+    let config =
+        config::load_file(path, opts).with_context(|| format!("loading {}", path.display()))?;
     let transformers = Transformers::build(&config, super::kms::connector())
         .with_context(|| format!("building transformers from {}", path.display()))?;
     Ok((config, transformers))
