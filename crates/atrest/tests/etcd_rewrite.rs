@@ -408,6 +408,20 @@ fn three_member_cluster_survives_a_member_stopping_mid_run() {
     );
     assert_eq!(rewritten + current, 12_000, "{summary}");
     assert!(rewritten > 6_000, "{summary}");
+    // With the member still down, status through all three endpoints works and sees everything current.
+    let out = atrest_in(
+        dir.path(),
+        &args(&[
+            "status",
+            &format!("--endpoints={}", cluster.endpoints().join(",")),
+            &config,
+            "-o",
+            "json",
+        ]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["totals"]["current"], 12_000);
     let alive: Vec<String> = cluster.endpoints()[1..].to_vec();
     let client = TestClient::connect_endpoints(&alive, cluster.connect_options());
     assert_all_current(&client, &objects, &HashMap::new());
