@@ -426,3 +426,71 @@ fn three_member_cluster_survives_a_member_stopping_mid_run() {
     let client = TestClient::connect_endpoints(&alive, cluster.connect_options());
     assert_all_current(&client, &objects, &HashMap::new());
 }
+
+#[test]
+fn custom_etcd_prefix_is_the_aad() {
+    let server = EtcdServer::start();
+    let client = TestClient::connect(&server);
+    // aesgcm binds values to the full key: written under /cluster-a/registry, read there.
+    let before = transformers(false);
+    let gr = GroupResource::new("", "secrets");
+    let objects: Vec<Synth> = (0..500)
+        .map(|i| {
+            let key = format!("/cluster-a/registry/secrets/ns/s-{i:04}");
+            let plaintext = format!("k8s\x00secret {i}").into_bytes();
+            let stored = before
+                .for_resource(&gr)
+                .write(&plaintext, key.as_bytes())
+                .unwrap();
+            Synth {
+                key,
+                resource: gr.clone(),
+                plaintext,
+                stored,
+            }
+        })
+        .collect();
+    load(&client, &objects);
+    client.put("/registry/secrets/ns/default-prefix", "k8s\x00untouched");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let endpoint = format!("--endpoints={}", server.endpoint());
+    let prefix = "--etcd-prefix=/cluster-a/registry";
+
+    let out = atrest_in(
+        dir.path(),
+        &args(&[
+            "status", &endpoint, &config, prefix, "--verify", "-o", "json",
+        ]),
+    );
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            json["totals"]["objects"].as_u64(),
+            json["totals"]["stale"].as_u64()
+        ),
+        (Some(500), Some(500))
+    );
+    let out = atrest_in(
+        dir.path(),
+        &args(&["rewrite", &endpoint, &config, prefix, "-o", "json"]),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let after = transformers(true);
+    for o in &objects {
+        let (value, _) = client.get(&o.key).unwrap();
+        let read = after
+            .for_resource(&gr)
+            .read(&value, o.key.as_bytes())
+            .unwrap();
+        assert_eq!(
+            (read.plaintext.as_slice(), read.stale),
+            (o.plaintext.as_slice(), false)
+        );
+    }
+    assert_eq!(
+        client.get("/registry/secrets/ns/default-prefix").unwrap().0,
+        b"k8s\x00untouched"
+    );
+}

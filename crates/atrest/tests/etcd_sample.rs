@@ -269,4 +269,68 @@ fn get_returns_the_api_object() {
         stderr(&out)
     );
     assert!(out.stdout.is_empty());
+
+    // Other built-in kinds: apiVersion, kind and metadata, with a note; cluster-scoped names.
+    let ns = pick("v1/Namespace", "identity");
+    let name = ns.object_json["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = atrest_in(
+        dir.path(),
+        &cmd(
+            "get",
+            &server,
+            &[
+                config_arg("config-before.yaml"),
+                "namespaces".into(),
+                name,
+                "-o".into(),
+                "json".into(),
+            ],
+        ),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["apiVersion", "kind", "metadata"] {
+        assert_eq!(got[field], ns.object_json[field]);
+    }
+    assert!(
+        stderr(&out).contains("only apiVersion, kind and metadata are decoded for v1/Namespace"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn status_list_names_objects_in_the_table() {
+    let server = EtcdServer::start();
+    let (_client, objects) = load_sample(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let out = atrest_in(
+        dir.path(),
+        &cmd(
+            "status",
+            &server,
+            &[config_arg("config-before.yaml"), "--list".into()],
+        ),
+    );
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.starts_with("RESOURCE"), "{table}");
+    for o in &objects {
+        assert!(
+            table.contains(&format!("    {}\n", o.etcd_key)),
+            "{} not listed",
+            o.etcd_key
+        );
+    }
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("secrets ") && l.contains("secretbox"))
+        .unwrap();
+    assert!(
+        line.contains("sb-2022-09") && line.contains("stale") && line.trim_end().ends_with("117"),
+        "{line}"
+    );
 }
