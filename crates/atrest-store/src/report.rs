@@ -49,6 +49,8 @@ pub struct Row {
     pub provider: String,
     /// Key name (local providers), KMS provider name; `null` for identity.
     pub key_name: Option<String>,
+    /// The same as `key_name`, under the short name the JSON contract uses.
+    pub key: Option<String>,
     /// KMS v2: the key ID stored in the value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
@@ -316,6 +318,7 @@ impl StatusReportBuilder {
                 resource: k.resource,
                 covered: b.covered,
                 provider: k.provider,
+                key: k.key_name.clone(),
                 key_name: k.key_name,
                 key_id: k.key_id,
                 stale: k.stale,
