@@ -7,9 +7,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use atrest_core::GroupResource;
 use atrest_store::{decode, keymap};
-use serde_json::Value;
-use yaml_rust2::yaml::Hash;
-use yaml_rust2::{Yaml, YamlEmitter};
 
 use super::etcd_args::{runtime, ConfigArgs, EtcdArgs};
 
@@ -139,37 +136,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             serde_json::to_writer_pretty(&mut out, &object)?;
             writeln!(out)?;
         }
-        _ => out.write_all(yaml_document(&object)?.as_bytes())?,
+        _ => out.write_all(super::yaml_output::single(&object)?.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn to_yaml(v: &Value) -> Yaml {
-    match v {
-        Value::Null => Yaml::Null,
-        Value::Bool(b) => Yaml::Boolean(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Yaml::Integer(i),
-            None => Yaml::Real(n.to_string()),
-        },
-        Value::String(s) => Yaml::String(s.clone()),
-        Value::Array(a) => Yaml::Array(a.iter().map(to_yaml).collect()),
-        Value::Object(m) => {
-            let mut h = Hash::new();
-            for (k, v) in m {
-                h.insert(Yaml::String(k.clone()), to_yaml(v));
-            }
-            Yaml::Hash(h)
-        }
-    }
-}
-
-/// kubectl-like YAML: block style, multi-line strings as literal blocks, no `---` header.
-fn yaml_document(v: &Value) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut emitter = YamlEmitter::new(&mut out);
-    emitter.multiline_strings(true);
-    emitter.dump(&to_yaml(v))?;
-    let body = out.strip_prefix("---\n").unwrap_or(&out).to_string();
-    Ok(body + "\n")
 }

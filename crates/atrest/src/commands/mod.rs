@@ -16,3 +16,4 @@ pub mod report_output;
 pub mod rewrite;
 pub mod snapshot;
 pub mod status;
+pub mod yaml_output;

@@ -22,7 +22,8 @@ use atrest_store::keymap::{self, KeyInfo};
 use serde_json::Value;
 
 use super::progress::Progress;
-use super::{load_config, open_and_index, yaml, ConfigArgs, SnapshotArgs};
+use super::{load_config, open_and_index, ConfigArgs, SnapshotArgs};
+use crate::commands::yaml_output;
 use crate::exit;
 
 /// Fields dropped from `metadata` by default on export.
@@ -145,7 +146,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         GetFormat::Raw => out.write_all(&plaintext)?,
         GetFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&object)?)?,
-        GetFormat::Yaml => out.write_all(yaml::document(&object)?.as_bytes())?,
+        GetFormat::Yaml => out.write_all(yaml_output::single(&object)?.as_bytes())?,
     }
     Ok(ExitCode::from(exit::SUCCESS))
 }
@@ -231,7 +232,7 @@ impl Sink {
                         serde_json::to_string_pretty(object).map_err(|e| e.to_string())?
                     )
                 } else {
-                    yaml::document(object).map_err(|e| e.to_string())?
+                    yaml_output::document(object).map_err(|e| e.to_string())?
                 };
                 *first = false;
                 out.write_all(text.as_bytes())
@@ -254,7 +255,7 @@ impl Sink {
                     .mode(0o700)
                     .create(&dir)
                     .map_err(|e| format!("{}: {e}", dir.display()))?;
-                let text = yaml::document(object).map_err(|e| e.to_string())?;
+                let text = yaml_output::document(object).map_err(|e| e.to_string())?;
                 create_private(&file)
                     .and_then(|mut f| f.write_all(text.as_bytes()))
                     .map_err(|e| format!("{}: {e}", file.display()))

@@ -3,7 +3,6 @@
 
 mod export;
 mod progress;
-mod yaml;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

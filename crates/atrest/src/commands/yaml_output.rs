@@ -1,4 +1,5 @@
-//! JSON values as YAML documents (order kept), for kubectl-applicable output.
+//! JSON values (the objects `get` and `snapshot` decode) printed as YAML, keeping field order, the
+//! way `kubectl get -o yaml` shows them.
 
 use serde_json::Value;
 use yaml_rust2::yaml::Hash;
@@ -24,10 +25,21 @@ fn to_yaml(v: &Value) -> Yaml {
     }
 }
 
-/// One YAML document starting with `---` and ending with a newline.
+/// One document of a stream: starts with `---`, ends with a newline.
 pub fn document(v: &Value) -> anyhow::Result<String> {
     let mut out = String::new();
     YamlEmitter::new(&mut out).dump(&to_yaml(v))?;
     out.push('\n');
     Ok(out)
+}
+
+/// A single object as kubectl prints it: block style, multi-line strings as literal blocks, no
+/// `---` header.
+pub fn single(v: &Value) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut emitter = YamlEmitter::new(&mut out);
+    emitter.multiline_strings(true);
+    emitter.dump(&to_yaml(v))?;
+    let body = out.strip_prefix("---\n").unwrap_or(&out).to_string();
+    Ok(body + "\n")
 }
