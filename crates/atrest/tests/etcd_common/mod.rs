@@ -70,7 +70,11 @@ pub fn comparable_status(json: &serde_json::Value) -> serde_json::Value {
             r.remove("key_id");
             // `key` is the name for `key_name`; the expected file only has the latter.
             let key = r.remove("key");
-            assert_eq!(key.as_ref(), r.get("key_name"), "`key` must equal `key_name`");
+            assert_eq!(
+                key.as_ref(),
+                r.get("key_name"),
+                "`key` must equal `key_name`"
+            );
             serde_json::Value::Object(r)
         })
         .collect();
