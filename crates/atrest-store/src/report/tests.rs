@@ -36,7 +36,11 @@ fn comparable(report: &StatusReport) -> Value {
             let mut r = r.as_object().unwrap().clone();
             r.remove("objects");
             let key = r.remove("key");
-            assert_eq!(key.as_ref(), r.get("key_name"), "`key` must equal `key_name`");
+            assert_eq!(
+                key.as_ref(),
+                r.get("key_name"),
+                "`key` must equal `key_name`"
+            );
             Value::Object(r)
         })
         .collect();
