@@ -23,21 +23,7 @@ pub const MAX_ANNOTATIONS: usize = 32 * 1024;
 /// KMS v2 annotation keys must be fully qualified domain names (WIRE-FORMAT.md §6.2.1): one
 /// optional trailing dot, then an RFC 1123 subdomain with at least two labels.
 pub fn valid_annotation_key(key: &str) -> bool {
-    let k = key.strip_suffix('.').unwrap_or(key);
-    if k.is_empty() || k.len() > 253 {
-        return false;
-    }
-    let labels: Vec<&str> = k.split('.').collect();
-    labels.len() >= 2
-        && labels.iter().all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
-        })
+    atrest_core::providers::kmsv2::annotation_key_error(key).is_none()
 }
 
 pub(crate) struct V2Service {

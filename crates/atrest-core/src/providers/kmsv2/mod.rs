@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 pub use object::EncryptedObject;
 pub use state::{Clock, SystemClock};
+pub use validate::fqdn_error as annotation_key_error;
 
 use self::dek::{cache_key, DataKey};
 use self::state::Tracker;

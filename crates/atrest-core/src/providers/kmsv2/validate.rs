@@ -87,8 +87,9 @@ const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lowe
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
 /// apimachinery's `IsFullyQualifiedDomainName`, as the body of a field error (`Required value`,
-/// `Invalid value: "<v>": <detail>`).
-fn fqdn_error(name: &str) -> Option<String> {
+/// `Invalid value: "<v>": <detail>`). The rule kube-apiserver applies to annotation keys; the KMS
+/// plugin server checks its own responses with it too.
+pub fn fqdn_error(name: &str) -> Option<String> {
     if name.is_empty() {
         return Some("Required value".into());
     }
