@@ -3,66 +3,22 @@
 
 mod etcd_common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use atrest_testkit::EtcdServer;
+use atrest_testkit::{EtcdServer, KmsPlugin};
 use etcd_common::*;
 
-struct Plugin {
-    child: std::process::Child,
-    endpoint: String,
-    key_store: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+/// What these tests do with the plugin beyond starting it.
+trait PluginOps {
+    fn key_id(&self) -> String;
+    fn rotate(&self) -> String;
 }
 
-impl Plugin {
-    fn start() -> Plugin {
-        let dir = tempfile::tempdir().unwrap();
-        let ks = dir.path().join("ks");
-        let sock = dir.path().join("kms.sock");
-        let out = atrest_cmd()
-            .args(["kms", "init", "--key-store", ks.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "kms init: {}", stderr(&out));
-        let endpoint = format!("unix://{}", sock.display());
-        let child = atrest_cmd()
-            .args([
-                "kms",
-                "serve",
-                "--backend",
-                "local",
-                "--listen",
-                &endpoint,
-                "--key-store",
-                ks.to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut plugin = Plugin {
-            child,
-            endpoint,
-            key_store: ks,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(
-                plugin.child.try_wait().unwrap().is_none(),
-                "atrest kms serve exited"
-            );
-            assert!(Instant::now() < deadline, "plugin did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        plugin
-    }
+fn start_plugin() -> KmsPlugin {
+    KmsPlugin::start(std::path::Path::new(env!("CARGO_BIN_EXE_atrest")), &[])
 }
 
-impl Plugin {
+impl PluginOps for KmsPlugin {
     /// The key ID the plugin reports in Status.
     fn key_id(&self) -> String {
         let out = atrest_cmd()
@@ -111,16 +67,9 @@ impl Plugin {
     }
 }
 
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn rewrite_to_kms_v2_through_the_plugin() {
-    let plugin = Plugin::start();
+    let plugin = start_plugin();
     let server = EtcdServer::start();
     let (client, objects) = load_sample(&server);
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ use snapshot_common::*;
 
 #[test]
 fn kms_values_in_a_snapshot() {
-    let mut plugin = KmsPlugin::start();
+    let mut plugin = start_kms_plugin();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("kms.yaml");
     let sock = plugin.endpoint.clone();
@@ -146,7 +146,7 @@ fn kms_values_in_a_snapshot() {
 
 #[test]
 fn backup_round_trip_through_the_kms_plugin() {
-    let plugin = KmsPlugin::start();
+    let plugin = start_kms_plugin();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("snapshot.db");
     let data = bytes(3, 5 * 1024 * 1024 + 123);
@@ -182,7 +182,7 @@ fn backup_round_trip_through_the_kms_plugin() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(std::fs::read(&dec).unwrap(), data);
     // Another plugin (another key store) cannot unwrap the file key.
-    let other = KmsPlugin::start();
+    let other = start_kms_plugin();
     let dec2 = dir.path().join("restored2.db");
     let (code, _, stderr) = run(&[
         "backup",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use atrest_testkit::load::TestClient;
-use atrest_testkit::EtcdServer;
+use atrest_testkit::{EtcdServer, KmsPlugin};
 
 pub fn atrest() -> Command {
     Command::new(env!("CARGO_BIN_EXE_atrest"))
@@ -110,65 +110,6 @@ pub fn make_snapshot(
 }
 
 /// A running `atrest kms serve --backend local` (v2, and v1beta1 on the same socket), killed on drop.
-pub struct KmsPlugin {
-    child: std::process::Child,
-    pub endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl KmsPlugin {
-    pub fn start() -> KmsPlugin {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ks = dir.path().join("ks");
-        let sock = dir.path().join("kms.sock");
-        let (code, _, stderr) = run(&["kms", "init", "--key-store", ks.to_str().unwrap()]);
-        assert_eq!(code, 0, "atrest kms init: {stderr}");
-        let endpoint = format!("unix://{}", sock.display());
-        let child = atrest()
-            .args([
-                "kms",
-                "serve",
-                "--backend",
-                "local",
-                "--v1beta1",
-                "--listen",
-                &endpoint,
-                "--key-store",
-                ks.to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn atrest kms serve");
-        let mut plugin = KmsPlugin {
-            child,
-            endpoint,
-            _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            if let Ok(Some(status)) = plugin.child.try_wait() {
-                panic!("atrest kms serve exited early: {status}");
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "plugin did not listen on {}",
-                sock.display()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        plugin
-    }
-
-    pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for KmsPlugin {
-    fn drop(&mut self) {
-        self.stop();
-    }
+pub fn start_kms_plugin() -> KmsPlugin {
+    KmsPlugin::start(Path::new(env!("CARGO_BIN_EXE_atrest")), &["--v1beta1"])
 }
