@@ -75,6 +75,13 @@ fn three_members_tolerate_one_down() {
     cluster.members[2].kill();
     let client =
         TestClient::connect_endpoints(&cluster.endpoints()[..2], cluster.connect_options());
-    client.put("/k", "v");
+    // If the killed member led, the survivors first elect a new leader (longer on a loaded CI
+    // machine): the write must succeed within a bounded time, not at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut kv = client.client().kv_client();
+    while let Err(e) = client.block_on(kv.put("/k", "v", None)) {
+        assert!(std::time::Instant::now() < deadline, "no write quorum: {e}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert_eq!(client.get("/k").unwrap().0, b"v");
 }
