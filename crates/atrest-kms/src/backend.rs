@@ -50,7 +50,7 @@ pub enum BackendError {
 /// concurrently, and never log secrets.
 #[async_trait::async_trait]
 pub trait KeyBackend: Send + Sync + 'static {
-    /// Short backend name for logs and metrics: `local`, `pkcs11`, `vault`.
+    /// Short backend name for logs and metrics: `local`, `pkcs11`, `vault`, `aws-kms`.
     fn kind(&self) -> &'static str;
 
     /// The key id new wraps use. Cheap (in memory); changes only in [`refresh`](Self::refresh).

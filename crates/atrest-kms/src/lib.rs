@@ -6,8 +6,8 @@
 //! * [`server`]: `atrest kms serve`, the plugin kube-apiserver calls. Key material lives behind one
 //!   [`KeyBackend`] trait with one folder per backend a newcomer can read alone:
 //!   [`backends::local`] (versioned KEK files, optionally sealed by a passphrase),
-//!   [`backends::pkcs11`] (the KEK never leaves the token) and [`backends::vault`]
-//!   (Vault/OpenBao Transit).
+//!   [`backends::pkcs11`] (the KEK never leaves the token), [`backends::vault`]
+//!   (Vault/OpenBao Transit) and [`backends::aws`] (AWS KMS).
 //! * [`client`]: implements [`atrest_core::kms::KmsConnector`], so the core envelope providers can
 //!   talk to any vendor's plugin socket.
 //! * [`bench`]: measures calls/s and latency of any KMS v2 plugin.

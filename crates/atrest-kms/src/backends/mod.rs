@@ -4,7 +4,9 @@
 //!   passphrase (scrypt). The default: no other service needed.
 //! * [`pkcs11`]: an AES key inside a PKCS#11 token (HSM, SoftHSM2); wrapping happens in the token.
 //! * [`vault`]: Vault / OpenBao Transit over HTTP(S).
+//! * [`aws`]: AWS KMS (JSON API, SigV4), alias re-pointing as KEK rotation.
 
+pub mod aws;
 pub mod local;
 pub mod pkcs11;
 pub mod vault;
@@ -24,6 +26,7 @@ pub enum BackendSpec {
     },
     Pkcs11(pkcs11::Pkcs11Config),
     Vault(vault::VaultConfig),
+    AwsKms(aws::AwsKmsConfig),
 }
 
 /// Opens the backend `spec` describes; errors say exactly what is wrong (missing store, bad
@@ -43,5 +46,6 @@ pub async fn open(spec: BackendSpec) -> Result<Arc<dyn KeyBackend>, BackendError
                 .map_err(|e| BackendError::Unavailable(format!("PKCS#11 setup failed: {e}")))??,
         ),
         BackendSpec::Vault(cfg) => Arc::new(vault::VaultBackend::connect(cfg).await?),
+        BackendSpec::AwsKms(cfg) => Arc::new(aws::AwsKmsBackend::connect(cfg).await?),
     })
 }
