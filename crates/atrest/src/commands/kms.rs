@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use atrest_kms::backends::aws::AwsKmsConfig;
 use atrest_kms::backends::local::{self, KeyStore, LocalBackend};
 use atrest_kms::backends::pkcs11::{self as p11, Pkcs11Config};
 use atrest_kms::backends::vault::{VaultAuth, VaultConfig};
@@ -42,6 +43,9 @@ pub enum BackendKind {
     Local,
     Pkcs11,
     Vault,
+    /// AWS KMS (--aws-key-id …).
+    #[value(name = "aws-kms")]
+    AwsKms,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
@@ -115,6 +119,41 @@ pub struct VaultArgs {
 }
 
 #[derive(clap::Args)]
+pub struct AwsArgs {
+    /// KMS key: key id, key ARN, alias/NAME or alias ARN. Re-resolved every --health-interval:
+    /// re-pointing the alias to another key is a KEK rotation, no restart needed.
+    #[arg(long, value_name = "KEY_ID|ARN|alias/NAME")]
+    pub aws_key_id: Option<String>,
+    /// AWS region [default: AWS_REGION, AWS_DEFAULT_REGION, the profile's region, instance
+    /// metadata].
+    #[arg(long)]
+    pub aws_region: Option<String>,
+    /// KMS endpoint (VPC endpoint, emulator) [default: AWS_ENDPOINT_URL_KMS, AWS_ENDPOINT_URL,
+    /// https://kms.REGION.amazonaws.com].
+    #[arg(long)]
+    pub aws_endpoint_url: Option<String>,
+    /// Encryption context bound into every ciphertext; repeatable. Decrypt needs the same set.
+    #[arg(long = "aws-encryption-context", value_name = "KEY=VALUE", value_parser = parse_context)]
+    pub aws_encryption_context: Vec<(String, String)>,
+    /// Decrypt blobs of any KMS key this identity may use, not only the configured key and the
+    /// keys this plugin served before (e.g. values written by another plugin).
+    #[arg(long)]
+    pub aws_allow_any_key: bool,
+    /// Where the plugin records the KMS keys it served, so their values still decrypt after the
+    /// alias moved and a restart [default: /var/lib/atrest/aws-kms as root, else
+    /// $XDG_STATE_HOME/atrest/aws-kms].
+    #[arg(long, env = "ATREST_KMS_AWS_STATE_DIR")]
+    pub aws_state_dir: Option<PathBuf>,
+}
+
+fn parse_context(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+#[derive(clap::Args)]
 pub struct ServeArgs {
     /// Socket to listen on: unix:///path/to.sock, or unix:///@name for an abstract socket
     /// [default: unix:///run/atrest/kms.sock as root, else $XDG_RUNTIME_DIR/atrest-kms.sock].
@@ -132,6 +171,8 @@ pub struct ServeArgs {
     pub pkcs11: Pkcs11Args,
     #[command(flatten)]
     pub vault: VaultArgs,
+    #[command(flatten)]
+    pub aws: AwsArgs,
     /// Also serve the deprecated v1beta1 API on the same socket.
     #[arg(long)]
     pub v1beta1: bool,
@@ -400,6 +441,29 @@ fn vault_config(args: &VaultArgs, timeout: Duration) -> anyhow::Result<VaultConf
     })
 }
 
+fn aws_config(args: &AwsArgs, timeout: Duration) -> anyhow::Result<AwsKmsConfig> {
+    let key_id = args
+        .aws_key_id
+        .clone()
+        .context("--aws-key-id is required with --backend aws-kms")?;
+    let mut config = AwsKmsConfig::new(key_id);
+    for (k, v) in &args.aws_encryption_context {
+        if config
+            .encryption_context
+            .insert(k.clone(), v.clone())
+            .is_some()
+        {
+            bail!("--aws-encryption-context: key {k:?} given twice");
+        }
+    }
+    config.region = args.aws_region.clone();
+    config.endpoint_url = args.aws_endpoint_url.clone();
+    config.allow_any_key = args.aws_allow_any_key;
+    config.state_dir = args.aws_state_dir.clone();
+    config.timeout = timeout;
+    Ok(config)
+}
+
 /// Makes sure the local store exists: `--init` creates it, a terminal asks, otherwise the
 /// "does not exist" error explains what to run.
 fn ensure_store(args: &ServeArgs, pass: Option<&[u8]>) -> anyhow::Result<()> {
@@ -444,6 +508,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         BackendKind::Pkcs11 => BackendSpec::Pkcs11(pkcs11_config(&args.pkcs11)?),
         BackendKind::Vault => BackendSpec::Vault(vault_config(&args.vault, timeout)?),
+        BackendKind::AwsKms => BackendSpec::AwsKms(aws_config(&args.aws, timeout)?),
     };
     let config = ServeConfig {
         endpoint,
