@@ -79,6 +79,7 @@ fn aws_env(cmd: &mut Command, dir: &Path) {
         }
     }
     cmd.env("HOME", dir)
+        .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("ATREST_LOG", "info");
 }
@@ -95,12 +96,7 @@ fn plugin_cmd(
     let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_atrest"));
     cmd.args(["kms", "serve", "--backend", "aws-kms", "--aws-key-id", key])
-        .args([
-            "--aws-region",
-            "us-east-1",
-            "--aws-endpoint-url",
-            &moto.endpoint,
-        ])
+        .args(["--aws-endpoint-url", &moto.endpoint])
         .args(["--listen", &format!("unix://{}", sock.display())])
         .args(["--metrics-listen", &metrics.to_string()])
         .args(["--health-interval", "0.5", "--timeout", "2"])
@@ -232,7 +228,13 @@ fn round_trip_alias_repoint_and_restart() {
     let k1 = moto.create_key("k1");
     moto.point_alias(ALIAS, &k1);
     let dir = tempfile::tempdir().unwrap();
-    let plugin = serve(dir.path(), "p", &moto, ALIAS, &[]);
+    let plugin = serve(
+        dir.path(),
+        "p",
+        &moto,
+        ALIAS,
+        &["--aws-region", "us-east-1"],
+    );
     let kms = plugin.client();
     let st = kms.status().unwrap();
     assert_eq!((st.version.as_str(), st.healthz.as_str()), ("v2", "ok"));
@@ -573,25 +575,82 @@ fn blob_of_another_key_is_refused_unless_allowed() {
 }
 
 #[test]
-fn web_identity_credentials_and_bad_configuration() {
+fn credential_chain_sources_and_bad_configuration() {
     let moto = Moto::start();
     let k1 = moto.create_key("k1");
     moto.point_alias(ALIAS, &k1);
     let dir = tempfile::tempdir().unwrap();
+    // Each source alone (no static keys in the environment), against the emulator's STS and
+    // its instance-metadata endpoints; the log says which source was used.
+    let round_trip = |name: &str, cmd: (Command, PathBuf, SocketAddr, PathBuf), from: &str| {
+        let (cmd, sock, metrics, log) = cmd;
+        let plugin = start(cmd, sock, metrics, log);
+        let kms = plugin.client();
+        assert_eq!(healthz(kms.as_ref()), "ok", "{name}: {}", plugin.log());
+        let e = kms.encrypt("u", &[1u8; 32]).unwrap();
+        assert_eq!(decrypt(kms.as_ref(), &e).unwrap(), [1u8; 32], "{name}");
+        let log = plugin.log();
+        assert!(
+            log.contains("AWS credentials loaded") && log.contains(from),
+            "{name}: {log}"
+        );
+    };
+
+    // IRSA: a projected token file and a role, STS AssumeRoleWithWebIdentity.
     let token = dir.path().join("token");
     std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n").unwrap();
-    // IRSA: no static keys, a projected token file and a role; STS at the emulator.
-    let (mut cmd, sock, metrics, log) = plugin_cmd(dir.path(), "irsa", &moto, ALIAS, &[]);
-    cmd.env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+    let mut irsa = plugin_cmd(dir.path(), "irsa", &moto, ALIAS, &[]);
+    irsa.0
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
         .env("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/atrest-kms")
         .env("AWS_ENDPOINT_URL_STS", &moto.endpoint);
-    let plugin = start(cmd, sock, metrics, log);
-    let kms = plugin.client();
-    assert_eq!(healthz(kms.as_ref()), "ok", "{}", plugin.log());
-    let e = kms.encrypt("u", &[1u8; 32]).unwrap();
-    assert_eq!(decrypt(kms.as_ref(), &e).unwrap(), [1u8; 32]);
-    assert!(plugin.log().contains("web identity"), "{}", plugin.log());
-    drop(plugin);
+    round_trip(
+        "irsa",
+        irsa,
+        "web identity (arn:aws:iam::123456789012:role/atrest-kms)",
+    );
+
+    // EC2 instance profile over IMDSv2; the region comes from instance metadata too.
+    let mut imds = plugin_cmd(dir.path(), "imds", &moto, ALIAS, &[]);
+    imds.0
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env_remove("AWS_REGION")
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &moto.endpoint);
+    round_trip("imds", imds, "EC2 instance metadata (role default-role)");
+
+    // ECS / EKS Pod Identity style full URI with an authorization token file.
+    let auth = dir.path().join("auth-token");
+    std::fs::write(&auth, "pod-identity-token\n").unwrap();
+    let mut ecs = plugin_cmd(dir.path(), "ecs", &moto, ALIAS, &[]);
+    ecs.0
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!(
+                "{}/latest/meta-data/iam/security-credentials/default-role",
+                moto.endpoint
+            ),
+        )
+        .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &auth);
+    round_trip("ecs", ecs, "container credentials");
+
+    // A profile assuming a role with keys from its source_profile (signed STS AssumeRole).
+    let config = dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        "[profile base]\naws_access_key_id = AKIABASE\naws_secret_access_key = base-secret\n[profile kms]\nrole_arn = arn:aws:iam::123456789012:role/kms\nsource_profile = base\nregion = us-east-1\n",
+    )
+    .unwrap();
+    let mut prof = plugin_cmd(dir.path(), "profile", &moto, ALIAS, &[]);
+    prof.0
+        .env_remove("AWS_REGION")
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_PROFILE", "kms")
+        .env("AWS_ENDPOINT_URL_STS", &moto.endpoint);
+    round_trip(
+        "profile",
+        prof,
+        "profile \"kms\" (arn:aws:iam::123456789012:role/kms)",
+    );
 
     // No credentials anywhere: exit 1 naming what was tried.
     let (mut cmd, ..) = plugin_cmd(dir.path(), "nocreds", &moto, ALIAS, &[]);
