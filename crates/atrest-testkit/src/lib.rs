@@ -19,7 +19,7 @@ pub mod tls;
 
 pub use etcd::{find_etcd, EtcdCluster, EtcdMember, EtcdServer};
 pub use kms_plugin::KmsPlugin;
-pub use moto::Moto;
+pub use moto::{free_port, Moto};
 pub use tls::TlsFiles;
 
 /// The workspace root (for `testdata/`).

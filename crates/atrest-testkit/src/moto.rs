@@ -23,7 +23,8 @@ impl Drop for Moto {
     }
 }
 
-fn free_port() -> u16 {
+/// A free loopback TCP port (someone may take it before it is used: retry on failure).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free loopback port")

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use atrest_core::kms::{DecryptRequest, EncryptResponse, KmsConnector, KmsError, KmsV2Service};
 use atrest_kms::backends::aws::{key_id_for, KEY_ARN_ANNOTATION};
 use atrest_kms::client::GrpcKms;
-use atrest_testkit::Moto;
+use atrest_testkit::{free_port, Moto};
 use serde_json::json;
 
 const ALIAS: &str = "alias/k8s";
@@ -61,14 +61,6 @@ impl Plugin {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The environment every plugin gets: static test credentials, no real ~/.aws, state in `dir`.

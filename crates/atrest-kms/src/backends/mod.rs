@@ -18,6 +18,13 @@ use zeroize::Zeroizing;
 
 use crate::backend::{BackendError, KeyBackend};
 
+/// Whether this process runs as root (the `/var/lib/atrest/…` defaults apply then).
+pub(crate) fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
 /// Which backend to open, with its settings (what `atrest kms serve` flags become).
 pub enum BackendSpec {
     Local {

@@ -21,10 +21,7 @@ use crate::backend::{derive_key_id, BackendError};
 
 /// The default state directory.
 pub fn default_state_dir() -> PathBuf {
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if is_root {
+    if crate::backends::running_as_root() {
         return PathBuf::from("/var/lib/atrest/aws-kms");
     }
     if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {

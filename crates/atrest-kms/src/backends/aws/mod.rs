@@ -268,6 +268,14 @@ impl AwsKmsBackend {
     }
 }
 
+/// Zeroizes a JSON string that held (base64) key material. (The HTTP layer's own buffers are
+/// reqwest's; as in the vault backend, they are freed, not wiped.)
+fn wipe(v: &mut Value) {
+    if let Value::String(s) = v {
+        zeroize::Zeroize::zeroize(s);
+    }
+}
+
 fn unavailable(e: KmsError) -> BackendError {
     BackendError::Unavailable(e.message)
 }
@@ -327,8 +335,10 @@ impl KeyBackend for AwsKmsBackend {
             BackendError::Unavailable(format!("KMS key {} not resolved yet", self.config.key_id))
         })?;
         let b64 = Zeroizing::new(B64.encode(plaintext));
-        let body = self.with_context(json!({ "KeyId": cur.arn, "Plaintext": b64.as_str() }));
-        let v = self.api.call("Encrypt", &body).await.map_err(unavailable)?;
+        let mut body = self.with_context(json!({ "KeyId": cur.arn, "Plaintext": b64.as_str() }));
+        let result = self.api.call("Encrypt", &body).await;
+        wipe(&mut body["Plaintext"]);
+        let v = result.map_err(unavailable)?;
         let answered = v["KeyId"].as_str().unwrap_or("");
         if answered != cur.arn {
             return Err(BackendError::Unavailable(format!(
@@ -423,12 +433,17 @@ impl KeyBackend for AwsKmsBackend {
                 )));
             }
         }
-        let pt = v["Plaintext"].as_str().ok_or_else(|| {
-            BackendError::Unavailable("KMS Decrypt: answer has no Plaintext".into())
-        })?;
-        B64.decode(pt.as_bytes())
-            .map(Zeroizing::new)
-            .map_err(|_| BackendError::Unavailable("KMS Decrypt: Plaintext is not base64".into()))
+        let mut v = v;
+        let pt = v["Plaintext"]
+            .as_str()
+            .ok_or_else(|| BackendError::Unavailable("KMS Decrypt: answer has no Plaintext".into()))
+            .and_then(|pt| {
+                B64.decode(pt.as_bytes()).map(Zeroizing::new).map_err(|_| {
+                    BackendError::Unavailable("KMS Decrypt: Plaintext is not base64".into())
+                })
+            });
+        wipe(&mut v["Plaintext"]);
+        pt
     }
 
     async fn refresh(&self) -> Result<(), BackendError> {

@@ -101,10 +101,7 @@ pub struct KeyStore {
 /// Default location: `/var/lib/atrest/kms` for root, else `$XDG_DATA_HOME/atrest/kms`
 /// (`~/.local/share/atrest/kms`).
 pub fn default_dir() -> PathBuf {
-    let is_root = fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if is_root {
+    if crate::backends::running_as_root() {
         return PathBuf::from("/var/lib/atrest/kms");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
