@@ -679,3 +679,48 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+#[test]
+fn trace_logs_hold_no_secrets() {
+    use base64::Engine;
+    let moto = Moto::start();
+    let k1 = moto.create_key("k1");
+    moto.point_alias(ALIAS, &k1);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYzzSECRETzz";
+    let session = "FwoGZXIvYXdzSESSIONTOKENzzDONOTLOGzz";
+    let (mut cmd, sock, metrics, log) = plugin_cmd(dir.path(), "trace", &moto, ALIAS, &[]);
+    cmd.env("ATREST_LOG", "trace")
+        .env("AWS_ACCESS_KEY_ID", "AKIATRACETEST")
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_SESSION_TOKEN", session);
+    let plugin = start(cmd, sock, metrics, log);
+    let kms = plugin.client();
+    let seed: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(37).wrapping_add(11))
+        .collect();
+    let e = kms.encrypt("u", &seed).unwrap();
+    assert_eq!(decrypt(kms.as_ref(), &e).unwrap(), seed);
+    std::thread::sleep(Duration::from_secs(1)); // a few background probes too
+    let log = plugin.log();
+    assert!(
+        log.contains("TRACE") && log.contains("signing request"),
+        "trace logging is on, the signer's included"
+    );
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (what, needle) in [
+        ("secret access key", secret.to_string()),
+        ("session token", session.to_string()),
+        ("seed (base64)", b64.encode(&seed)),
+        (
+            "seed (hex)",
+            seed.iter().map(|b| format!("{b:02x}")).collect(),
+        ),
+        (
+            "probe value (base64)",
+            b64.encode(b"atrest-kms health probe"),
+        ),
+    ] {
+        assert!(!log.contains(&needle), "{what} appears in the TRACE log");
+    }
+}
