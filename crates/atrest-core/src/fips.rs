@@ -54,9 +54,44 @@ pub fn describe() -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::{explain, load_bytes, LoadOptions};
+
     #[test]
     fn mode_matches_the_build() {
         assert_eq!(super::module_in_fips_mode(), super::FIPS_BUILD);
         assert!(super::describe().contains(aws_lc_rs::awslc_version()));
+    }
+
+    /// A FIPS build names the entries that write with secretbox and `explain` warns about every
+    /// secretbox provider (write or read-only); a regular build says nothing.
+    #[test]
+    fn secretbox_entries_are_reported_in_fips_builds_only() {
+        let yaml = b"apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - secretbox: {keys: [{name: k1, secret: YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=}]}
+  - resources: [configmaps]
+    providers:
+      - aesgcm: {keys: [{name: k1, secret: YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=}]}
+      - secretbox: {keys: [{name: k1, secret: YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=}]}
+";
+        let opts = LoadOptions::default();
+        let config = load_bytes(yaml, "enc.yaml", &opts).unwrap();
+        let writers = super::secretbox_write_entries(&config);
+        let warned: Vec<usize> = explain(&config, &opts)
+            .entries
+            .iter()
+            .filter(|e| e.warnings.iter().any(|w| w.code == "fips-secretbox"))
+            .map(|e| e.index)
+            .collect();
+        if super::FIPS_BUILD {
+            assert_eq!(writers, [0]);
+            assert_eq!(warned, [0, 1]);
+        } else {
+            assert!(writers.is_empty());
+            assert!(warned.is_empty());
+        }
     }
 }
