@@ -18,6 +18,7 @@
 
 mod build;
 pub mod config;
+pub mod fips;
 pub mod kms;
 mod list;
 mod prefix;

@@ -3,7 +3,8 @@
 //! `concurrency` tasks each loop on one RPC for `duration`, spread over `connections` gRPC
 //! connections (HTTP/2 multiplexes the rest). Encrypt sends a fresh random 32-byte plaintext like
 //! the apiserver's seed; Decrypt replays one ciphertext made at the start. Latency is measured per
-//! call on the client side.
+//! call on the client side. Given the plugin's pid (same host), the plugin's own CPU time (user +
+//! system, all threads, from `/proc/PID/stat`) over each measurement is reported per call.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub op: BenchOp,
     pub connections: usize,
+    /// The plugin's process id, to report its CPU time per call.
+    pub server_pid: Option<u32>,
 }
 
 /// One measured operation (one JSON object).
@@ -43,6 +46,12 @@ pub struct BenchResult {
     pub p99_us: u64,
     pub max_us: u64,
     pub key_id: String,
+    /// The plugin's CPU time (user + system) during the measurement, when its pid was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_s: Option<f64>,
+    /// `server_cpu_s` per successful call, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_call: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,30 @@ pub enum BenchError {
     Rpc { endpoint: String, status: String },
     #[error("cannot start the benchmark runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot read the CPU time of process {pid} from /proc/{pid}/stat: {detail}")]
+    ServerCpu { pid: u32, detail: String },
+}
+
+/// Linux reports `/proc/PID/stat` times in USER_HZ ticks, 100 per second on every architecture
+/// Rust supports (the kernel ABI fixes it, independent of CONFIG_HZ).
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU seconds of process `pid` so far (all its threads, live and exited).
+pub fn process_cpu_seconds(pid: u32) -> Result<f64, BenchError> {
+    let err = |detail: String| BenchError::ServerCpu { pid, detail };
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| err(e.to_string()))?;
+    parse_cpu_seconds(&stat).ok_or_else(|| err("unexpected format".into()))
+}
+
+/// utime and stime are fields 14 and 15; field 2 (the command name, in parentheses) may contain
+/// spaces and parentheses, so fields are counted after its last `)`.
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
 }
 
 type Client =
@@ -85,7 +118,8 @@ async fn measure(
     clients: &[Client],
     dec: &pb::DecryptRequest,
     key_id: &str,
-) -> BenchResult {
+) -> Result<BenchResult, BenchError> {
+    let cpu_before = opts.server_pid.map(process_cpu_seconds).transpose()?;
     let start = Instant::now();
     let until = start + opts.duration;
     let mut tasks = Vec::new();
@@ -114,6 +148,10 @@ async fn measure(
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let server_cpu_s = match (opts.server_pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(process_cpu_seconds(pid)? - before),
+        _ => None,
+    };
     all.sort_unstable();
     let pct = |p: f64| -> u64 {
         if all.is_empty() {
@@ -124,7 +162,7 @@ async fn measure(
                 .min(all.len() - 1)]
         }
     };
-    BenchResult {
+    Ok(BenchResult {
         op,
         concurrency: opts.concurrency.max(1),
         connections: clients.len(),
@@ -136,7 +174,11 @@ async fn measure(
         p99_us: pct(0.99),
         max_us: all.last().copied().unwrap_or(0),
         key_id: key_id.to_string(),
-    }
+        server_cpu_s,
+        server_cpu_us_per_call: server_cpu_s
+            .filter(|_| !all.is_empty())
+            .map(|cpu| cpu * 1e6 / all.len() as f64),
+    })
 }
 
 /// Runs the benchmark (inside a tokio runtime).
@@ -172,10 +214,10 @@ pub async fn run(opts: &BenchOptions) -> Result<Vec<BenchResult>, BenchError> {
     c.decrypt(dec.clone()).await.map_err(rpc)?;
     let mut out = Vec::new();
     if matches!(opts.op, BenchOp::Encrypt | BenchOp::Both) {
-        out.push(measure(opts, "encrypt", &clients, &dec, &status.key_id).await);
+        out.push(measure(opts, "encrypt", &clients, &dec, &status.key_id).await?);
     }
     if matches!(opts.op, BenchOp::Decrypt | BenchOp::Both) {
-        out.push(measure(opts, "decrypt", &clients, &dec, &status.key_id).await);
+        out.push(measure(opts, "decrypt", &clients, &dec, &status.key_id).await?);
     }
     Ok(out)
 }
@@ -187,4 +229,20 @@ pub fn run_blocking(opts: &BenchOptions) -> Result<Vec<BenchResult>, BenchError>
         .build()
         .map_err(BenchError::Runtime)?;
     rt.block_on(run(opts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_seconds;
+
+    #[test]
+    fn cpu_time_is_utime_plus_stime() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+        let stat = "4242 (atrest (kms) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.25));
+        assert_eq!(parse_cpu_seconds("4242 (x) S 1"), None);
+        let own = super::process_cpu_seconds(std::process::id()).unwrap();
+        assert!(own >= 0.0);
+        assert!(super::process_cpu_seconds(u32::MAX).is_err());
+    }
 }

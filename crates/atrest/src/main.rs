@@ -14,7 +14,13 @@ mod exit;
 
 /// Kubernetes encryption at rest, byte-compatible with kube-apiserver.
 #[derive(Parser)]
-#[command(name = "atrest", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "atrest",
+    version = commands::version::long_version(),
+    about,
+    long_about = None,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,6 +54,8 @@ enum Command {
     /// Encrypt or decrypt backups (age format).
     #[command(subcommand)]
     Backup(commands::backup::BackupCommand),
+    /// Print the version and whether the AWS-LC FIPS module is in use.
+    Version(commands::version::VersionArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +76,7 @@ fn main() -> ExitCode {
         Command::Rewrite(args) => commands::rewrite::run(args),
         Command::Snapshot(cmd) => commands::snapshot::run(cmd),
         Command::Backup(cmd) => commands::backup::run(cmd),
+        Command::Version(args) => commands::version::run(args),
     };
     match result {
         Ok(code) => code,

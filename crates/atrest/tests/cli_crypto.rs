@@ -260,11 +260,28 @@ fn bench_json_rows() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(rows.len(), 6 * 2 * 2);
+    // provider × size × (encrypt, decrypt, encrypt+decrypt)
+    assert_eq!(rows.len(), 6 * 2 * 3);
     for row in &rows {
         assert!(row["ns_per_op"].as_f64().unwrap() > 0.0);
         assert!(row["mb_per_s"].as_f64().unwrap() > 0.0);
         assert!([1024, 65536].contains(&row["size"].as_u64().unwrap()));
+    }
+    for both in rows.iter().filter(|r| r["op"] == "encrypt+decrypt") {
+        let ns = |op: &str| {
+            rows.iter()
+                .find(|r| {
+                    r["op"] == op && r["provider"] == both["provider"] && r["size"] == both["size"]
+                })
+                .unwrap()["ns_per_op"]
+                .as_f64()
+                .unwrap()
+        };
+        let sum = ns("encrypt") + ns("decrypt");
+        assert!(
+            (both["ns_per_op"].as_f64().unwrap() - sum).abs() < 1e-6 * sum,
+            "{both}"
+        );
     }
     let providers: std::collections::BTreeSet<&str> = rows
         .iter()
@@ -281,4 +298,89 @@ fn bench_json_rows() {
             "secretbox"
         ]
     );
+}
+
+/// `atrest version` and `--version` say whether the AWS-LC FIPS module is in use (it is exactly
+/// in a `--features fips` build).
+#[test]
+fn version_reports_the_fips_module() {
+    let fips = cfg!(feature = "fips");
+    let out = atrest(&["version", "-o", "json"], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["fips_build"], fips);
+    assert_eq!(v["fips_mode"], fips);
+    assert_eq!(v["secretbox_writes"], !fips);
+    assert!(
+        v["crypto_module"].as_str().unwrap().starts_with("AWS-LC"),
+        "{v}"
+    );
+
+    let out = atrest(&["--version"], b"");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.starts_with(&format!("atrest {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert_eq!(text.contains("(FIPS: AWS-LC FIPS module"), fips, "{text}");
+    assert_eq!(text.contains("(not FIPS: AWS-LC"), !fips, "{text}");
+    let out = atrest(&["version"], b"");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(if fips { "fips: yes" } else { "fips: no" }),
+        "{text}"
+    );
+}
+
+/// A FIPS build refuses to write secretbox (with the reason) but reads it, and `config check`
+/// still says `ok` (kube-apiserver loads the file) with a note on stderr; a regular build writes
+/// secretbox and has no note.
+#[test]
+fn secretbox_is_read_only_in_fips_builds() {
+    let fips = cfg!(feature = "fips");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(
+        dir.path(),
+        "sb.yaml",
+        &keyed("secretbox", "k1", b"abcdefghijklmnopqrstuvwxyz123456"),
+    );
+    // WIRE-FORMAT.md §8.3's worked example under the key name k1.
+    let mut stored = b"k8s:enc:secretbox:v1:k1:".to_vec();
+    stored.extend(
+        hex::decode("000102030405060708090a0b0c0d0e0f1011121314151617d91339b7d465944ccb12f14f037c0c6a7ecdffa1690602b73c")
+            .unwrap(),
+    );
+    let dec = atrest(&crypto_args("decrypt", &config), &stored);
+    assert_eq!(
+        dec.stdout,
+        b"k8s\x00hello",
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+
+    let enc = atrest(&crypto_args("encrypt", &config), b"k8s\x00new");
+    let check = atrest(&["config", "check", config.to_str().unwrap()], b"");
+    assert!(check.status.success());
+    assert_eq!(check.stdout, b"ok\n");
+    let note = String::from_utf8_lossy(&check.stderr);
+    if fips {
+        assert_failed(&enc, "secretbox writes are refused in this FIPS build");
+        assert!(
+            note.contains("resources[0]") && note.contains("FIPS build"),
+            "{note}"
+        );
+    } else {
+        assert!(
+            enc.status.success(),
+            "{}",
+            String::from_utf8_lossy(&enc.stderr)
+        );
+        assert!(enc.stdout.starts_with(b"k8s:enc:secretbox:v1:k1:"));
+        assert!(!note.contains("FIPS"), "{note}");
+    }
 }

@@ -411,3 +411,81 @@ fn serve_offers_to_create_the_store_on_a_terminal() {
     drop(stdin);
     let _ = plugin.0.wait();
 }
+
+/// The `key_id:` line of `atrest kms status`.
+fn status_key_id(endpoint: &str) -> String {
+    let out = atrest(&["kms", "status", "--endpoint", endpoint], b"");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kms status: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("key_id:"))
+        .map(|id| id.trim().to_string())
+        .unwrap_or_else(|| panic!("no key_id in {text}"))
+}
+
+/// `atrest kms rotate` under a running `kms serve`: the plugin watches its key store, so Status
+/// reports the new key id at once — here the periodic refresh runs only every hour, so nothing
+/// else can explain the pick-up. The poll is bounded by a generous deadline, not timed.
+#[test]
+fn rotation_under_a_running_plugin_is_picked_up_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks");
+    let sock = dir.path().join("kms.sock");
+    let listen = format!("unix://{}", sock.display());
+    let init = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let _plugin = serve(
+        &[
+            "--backend",
+            "local",
+            "--listen",
+            &listen,
+            "--key-store",
+            ks.to_str().unwrap(),
+            "--health-interval",
+            "3600",
+        ],
+        &sock,
+    );
+    let before = status_key_id(&listen);
+    assert!(before.starts_with("local-v1-"), "{before}");
+
+    let out = atrest(&["kms", "rotate", "--key-store", ks.to_str().unwrap()], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let now = status_key_id(&listen);
+        if now != before {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Status still reports {before} after the rotation"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(after.starts_with("local-v2-"), "{after}");
+
+    // A value written now uses the new KEK and decrypts; the old version still decrypts too.
+    let config = config(dir.path(), &sock);
+    let enc = crypt("encrypt", &config, b"k8s\x00after rotation");
+    assert!(
+        enc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enc.stderr)
+    );
+    let dec = crypt("decrypt", &config, &enc.stdout);
+    assert_eq!(dec.stdout, b"k8s\x00after rotation");
+}

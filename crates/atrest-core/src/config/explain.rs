@@ -124,6 +124,15 @@ fn steps(p: &ProviderConfiguration) -> Vec<Step> {
     }
 }
 
+/// What a FIPS build of atrest does with a secretbox provider (it reads but never writes it).
+pub fn fips_secretbox_message(writes: bool) -> &'static str {
+    if writes {
+        "this is a FIPS build of atrest: secretbox (XSalsa20-Poly1305) is not FIPS-approved, so atrest refuses to write with it (encrypt and rewrite fail) while it still reads secretbox values. kube-apiserver is not affected. Make aesgcm or kms v2 the first provider and run `atrest rewrite` to migrate."
+    } else {
+        "this is a FIPS build of atrest: secretbox is not FIPS-approved and is used for reading only; remove it once `atrest rewrite` has re-encrypted its data."
+    }
+}
+
 fn provider_warnings(providers: &[ProviderConfiguration], opts: &LoadOptions) -> Vec<Warning> {
     let mut out = Vec::new();
     let first = providers.first();
@@ -176,6 +185,12 @@ fn provider_warnings(providers: &[ProviderConfiguration], opts: &LoadOptions) ->
                 key_name_warnings("aesgcm", &k.keys, &mut out);
             }
             ProviderConfiguration::Secretbox(k) => {
+                if crate::fips::FIPS_BUILD {
+                    out.push(Warning::new(
+                        "fips-secretbox",
+                        fips_secretbox_message(writes),
+                    ));
+                }
                 key_name_warnings("secretbox", &k.keys, &mut out)
             }
             ProviderConfiguration::Kms(k) if k.api_version == KmsApiVersion::V1 => {

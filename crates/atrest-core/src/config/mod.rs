@@ -101,6 +101,6 @@ mod yaml;
 
 pub use build_rules::{maskings, Masking};
 pub use error::{ConfigError, Problem, Rejection, Stage};
-pub use explain::{explain, EntryExplanation, Explanation, Step, Warning};
+pub use explain::{explain, fips_secretbox_message, EntryExplanation, Explanation, Step, Warning};
 pub use flags::{parse_feature_gates, FeatureGates};
 pub use load::{content_hash, load_bytes, load_file, parse_bytes, parse_file};

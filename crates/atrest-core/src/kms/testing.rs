@@ -62,8 +62,8 @@ impl ReferenceKms {
     /// A plugin with a fresh random KEK under `key_id`.
     pub fn generate(key_id: &str) -> Self {
         let mut kek = [0u8; 32];
-        // The OS RNG only fails on broken systems; a zero KEK is still a valid test KEK then.
-        let _ = getrandom::fill(&mut kek);
+        // The RNG only fails on broken systems; a zero KEK is still a valid test KEK then.
+        let _ = crate::providers::random::fill(&mut kek);
         Self::new(key_id, kek)
     }
 

@@ -1,12 +1,14 @@
-//! The OS CSPRNG, for every nonce, IV, DEK and seed.
+//! The CSPRNG for every nonce, IV, DEK, seed and generated key: AWS-LC's `RAND_bytes`, a
+//! CTR-DRBG seeded (and periodically reseeded) from the operating system, thread-local and
+//! fork-safe, so a write costs no `getrandom` system call. In a FIPS build it is the module's
+//! approved DRBG (SP 800-90A).
 
 use crate::transformer::TransformError;
 
-/// Fills `buf` from the operating system's CSPRNG.
+/// Fills `buf` with random bytes.
 pub(crate) fn fill(buf: &mut [u8]) -> Result<(), TransformError> {
-    getrandom::fill(buf).map_err(|err| {
-        TransformError::msg(format!("unable to read sufficient random bytes: {err}"))
-    })
+    aws_lc_rs::rand::fill(buf)
+        .map_err(|_| TransformError::msg("unable to read sufficient random bytes"))
 }
 
 /// A random UUID v4 in canonical form (KMS v2 requests carry one for log correlation).
@@ -28,6 +30,15 @@ pub(crate) fn uuid_v4() -> Result<String, TransformError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fills_distinct_values() {
+        let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+        super::fill(&mut a).unwrap();
+        super::fill(&mut b).unwrap();
+        assert_ne!(a, [0u8; 32]);
+        assert_ne!(a, b);
+    }
+
     #[test]
     fn uuid_is_v4_canonical() {
         let a = super::uuid_v4().unwrap();

@@ -43,10 +43,17 @@ pub async fn open(spec: BackendSpec) -> Result<Arc<dyn KeyBackend>, BackendError
         BackendSpec::Local {
             key_store,
             passphrase,
-        } => Arc::new(local::LocalBackend::open(
-            &key_store,
-            passphrase.as_ref().map(|p| p.as_slice()),
-        )?),
+        } => {
+            let backend = Arc::new(local::LocalBackend::open(
+                &key_store,
+                passphrase.as_ref().map(|p| p.as_slice()),
+            )?);
+            // Rotations are picked up at once; without inotify the periodic refresh still works.
+            if let Err(e) = local::watch::start(&backend) {
+                tracing::warn!(error = %e, "key store not watched; rotations are picked up by the periodic refresh");
+            }
+            backend
+        }
         BackendSpec::Pkcs11(cfg) => Arc::new(
             tokio::task::spawn_blocking(move || pkcs11::Pkcs11Backend::open(cfg))
                 .await

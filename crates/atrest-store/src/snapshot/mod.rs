@@ -167,7 +167,7 @@ impl Snapshot {
         };
         let db = Db::open(file, path, data_len)?;
         let page_size = db.meta().page_size;
-        if checksum == ChecksumState::Absent && file_size % u64::from(page_size) != 0 {
+        if checksum == ChecksumState::Absent && !file_size.is_multiple_of(u64::from(page_size)) {
             return Err(SnapshotError::OddSize {
                 len: file_size,
                 page_size,

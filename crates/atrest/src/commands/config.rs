@@ -82,8 +82,15 @@ fn load_options(flags: &LoadFlags) -> anyhow::Result<LoadOptions> {
 fn check(flags: &LoadFlags) -> anyhow::Result<ExitCode> {
     let opts = load_options(flags)?;
     match config::load_file(&flags.file, &opts) {
-        Ok(_) => {
+        Ok(config) => {
             println!("ok");
+            // kube-apiserver loads the file; this FIPS build of atrest still cannot write with it.
+            for index in atrest_core::fips::secretbox_write_entries(&config) {
+                eprintln!(
+                    "note: resources[{index}]: {}",
+                    atrest_core::config::fips_secretbox_message(true)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {

@@ -236,6 +236,9 @@ pub struct BenchArgs {
     /// gRPC connections the callers share (kube-apiserver uses one).
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
+    /// The plugin's process id (same host): also report its CPU time per call (/proc/PID/stat).
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
     /// Output: a table, or one JSON object per operation and line.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,
@@ -565,6 +568,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             BenchOpArg::Both => BenchOp::Both,
         },
         connections: args.connections.max(1),
+        server_pid: args.server_pid,
     };
     let results = atrest_kms::bench::run_blocking(&opts)?;
     match args.output {
@@ -574,13 +578,22 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
             }
         }
         OutputFormat::Table => {
+            let cpu_header = if args.server_pid.is_some() {
+                format!(" {:>15}", "SERVER CPU µs")
+            } else {
+                String::new()
+            };
             println!(
-                "{:<8} {:>11} {:>11} {:>12} {:>9} {:>9} {:>7}",
+                "{:<8} {:>11} {:>11} {:>12} {:>9} {:>9} {:>7}{cpu_header}",
                 "OP", "CONCURRENCY", "CALLS", "CALLS/S", "P50 µs", "P99 µs", "ERRORS"
             );
             for r in &results {
+                let cpu = r
+                    .server_cpu_us_per_call
+                    .map(|us| format!(" {us:>15.1}"))
+                    .unwrap_or_default();
                 println!(
-                    "{:<8} {:>11} {:>11} {:>12.0} {:>9} {:>9} {:>7}",
+                    "{:<8} {:>11} {:>11} {:>12.0} {:>9} {:>9} {:>7}{cpu}",
                     r.op, r.concurrency, r.calls, r.calls_per_s, r.p50_us, r.p99_us, r.errors
                 );
             }

@@ -7,12 +7,14 @@
 //!   HMAC-SHA256(KEK, "atrest-kms local key id"). The same KEK file gives the same id on every node;
 //!   a new KEK (rotation, or a different store) gives a new id; ids are never reused because KEKs
 //!   are random. The HMAC reveals nothing about the key.
-//! * Rotation: `atrest kms rotate` writes a new version; [`LocalBackend::refresh`] (background,
-//!   every few seconds) loads it and makes it primary; older versions keep decrypting until their
-//!   file is removed.
+//! * Rotation: `atrest kms rotate` writes a new version; `kms serve` watches the store directory
+//!   ([`watch`], inotify) and loads it at once, making it primary; [`LocalBackend::refresh`]
+//!   (background, every `--health-interval`) does the same as a fallback. Older versions keep
+//!   decrypting until their file is removed.
 
 pub mod seal;
 pub mod store;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -40,6 +42,8 @@ struct KeySet {
 pub struct LocalBackend {
     store: KeyStore,
     keys: RwLock<Arc<KeySet>>,
+    /// The directory watch, once [`watch::start`] ran (dropped with the backend).
+    watcher: std::sync::Mutex<Option<watch::StoreWatch>>,
 }
 
 fn make_kek(version: u32, raw: &[u8; 32]) -> Result<Kek, BackendError> {
@@ -73,6 +77,7 @@ impl LocalBackend {
         Ok(LocalBackend {
             store,
             keys: RwLock::new(Arc::new(set)),
+            watcher: std::sync::Mutex::new(None),
         })
     }
 
@@ -201,6 +206,14 @@ impl KeyBackend for LocalBackend {
     }
 
     async fn refresh(&self) -> Result<(), BackendError> {
+        self.reload()
+    }
+}
+
+impl LocalBackend {
+    /// Re-reads the store's versions (new files loaded, removed ones dropped, unchanged ones
+    /// kept) and swaps the key set in; on error the previous set stays.
+    pub(crate) fn reload(&self) -> Result<(), BackendError> {
         let prev = self.snapshot();
         let next = Self::load_all(&self.store, Some(&prev))?;
         if next.primary.key_id != prev.primary.key_id || next.by_id.len() != prev.by_id.len() {

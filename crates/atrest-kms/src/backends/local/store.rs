@@ -152,6 +152,11 @@ fn kek_file_name(version: u32) -> String {
     format!("kek-{version:08}.json")
 }
 
+/// Whether `name` is a KEK file of the store (what the directory watch reacts to).
+pub(crate) fn is_kek_file_name(name: &str) -> bool {
+    parse_kek_name(name).is_some()
+}
+
 fn parse_kek_name(name: &str) -> Option<u32> {
     name.strip_prefix("kek-")?
         .strip_suffix(".json")?
