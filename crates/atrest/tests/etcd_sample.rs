@@ -184,7 +184,13 @@ fn get_returns_the_api_object() {
             ),
         );
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Served with the key's mod revision, as kube-apiserver does.
+        let rv = got["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert!(rv.is_some(), "{}", o.etcd_key);
         assert_eq!(got, o.object_json, "{}", o.etcd_key);
         assert!(stderr(&out).contains(&o.etcd_key), "{}", stderr(&out));
     }

@@ -9,7 +9,8 @@ use super::DecodeError;
 pub enum Value<'a> {
     Varint(u64),
     Fixed64(u64),
-    Fixed32(u32),
+    /// 4 bytes (`float`, `fixed32`): no Kubernetes field uses them.
+    Fixed32,
     Bytes(&'a [u8]),
 }
 
@@ -74,8 +75,8 @@ impl<'a> Reader<'a> {
                 Value::Bytes(self.take(len)?)
             }
             5 => {
-                let b = self.take(4)?;
-                Value::Fixed32(u32::from_le_bytes(b.try_into().unwrap_or_default()))
+                self.take(4)?;
+                Value::Fixed32
             }
             w => return Err(err(&format!("unsupported wire type {w}"))),
         };
