@@ -147,7 +147,7 @@ fn envelope(buf: &[u8]) -> Result<((String, String), &[u8]), DecodeError> {
                 }
             }
             (2, wire::Value::Bytes(b)) => raw = b,
-            (3 | 4, wire::Value::Bytes(b)) if b.is_empty() => {}
+            (3 | 4, wire::Value::Bytes([])) => {}
             (3 | 4, wire::Value::Bytes(_)) => {
                 return Err(DecodeError::Protobuf(
                     "runtime.Unknown: a content encoding/type other than protobuf".into(),
