@@ -20,6 +20,13 @@ pub struct KeyInfo {
     pub name: String,
 }
 
+/// Singleton objects: the whole key names the object. kube-apiserver's service IP and node port
+/// bitmap allocators store one RangeAllocation each, configured as these resources.
+const SINGLETONS: &[(&str, &str, &str)] = &[
+    ("ranges/serviceips", "", "serviceipallocations"),
+    ("ranges/servicenodeports", "", "servicenodeportallocations"),
+];
+
 /// Built-in resources: (path segments after the etcd prefix, group, resource).
 /// Paths with two segments come first so `services/specs` wins over a plain `services`.
 const BUILTINS: &[(&str, &str, &str)] = &[
@@ -88,6 +95,23 @@ const BUILTINS: &[(&str, &str, &str)] = &[
     ),
     // misc groups
     ("leases", "coordination.k8s.io", "leases"),
+    (
+        "apiextensions.k8s.io/customresourcedefinitions",
+        "apiextensions.k8s.io",
+        "customresourcedefinitions",
+    ),
+    (
+        "apiregistration.k8s.io/apiservices",
+        "apiregistration.k8s.io",
+        "apiservices",
+    ),
+    (
+        "podcertificaterequests",
+        "certificates.k8s.io",
+        "podcertificaterequests",
+    ),
+    ("devicetaintrules", "resource.k8s.io", "devicetaintrules"),
+    ("workloads", "scheduling.k8s.io", "workloads"),
     ("leasecandidates", "coordination.k8s.io", "leasecandidates"),
     ("priorityclasses", "scheduling.k8s.io", "priorityclasses"),
     (
@@ -168,13 +192,21 @@ pub fn normalize_prefix(etcd_prefix: &str) -> String {
 }
 
 /// Maps an etcd key to its resource, namespace and name. `None` when the key is not under
-/// `etcd_prefix`, is not UTF-8, or has no object name (e.g. `/registry/ranges/serviceips` still maps:
-/// resource `ranges`, name `serviceips`). Unknown built-in prefixes map to a core-group resource of
+/// `etcd_prefix`, is not UTF-8, or has no object name. `/registry/ranges/serviceips` and
+/// `…/servicenodeports` map to `serviceipallocations` / `servicenodeportallocations` (named
+/// `serviceips` / `servicenodeports`). Unknown built-in prefixes map to a core-group resource of
 /// that name.
 pub fn parse_key(etcd_prefix: &str, key: &[u8]) -> Option<KeyInfo> {
     let key = std::str::from_utf8(key).ok()?;
     let prefix = normalize_prefix(etcd_prefix);
     let rest = key.strip_prefix(prefix.as_str())?;
+    if let Some((path, group, resource)) = SINGLETONS.iter().find(|(p, _, _)| *p == rest) {
+        return Some(KeyInfo {
+            resource: GroupResource::new(*group, *resource),
+            namespace: None,
+            name: path.rsplit('/').next().unwrap_or(path).to_string(),
+        });
+    }
     let segments: Vec<&str> = rest.split('/').collect();
     if segments.iter().any(|s| s.is_empty()) {
         return None;
@@ -218,6 +250,15 @@ fn match_resource<'a, 'b>(segments: &'b [&'a str]) -> Option<(GroupResource, &'b
 
 /// The etcd path segment(s) kube-apiserver uses for `gr` (without prefix, namespace or name).
 pub fn resource_path(gr: &GroupResource) -> String {
+    if let Some((path, _, _)) = SINGLETONS
+        .iter()
+        .find(|(_, g, r)| *g == gr.group && *r == gr.resource)
+    {
+        return path
+            .rsplit_once('/')
+            .map_or(*path, |(dir, _)| dir)
+            .to_string();
+    }
     if let Some((path, _, _)) = BUILTINS
         .iter()
         .find(|(_, g, r)| *g == gr.group && *r == gr.resource)
@@ -252,6 +293,15 @@ pub fn key_for(
 
 /// The etcd key range `[start, end)` holding every object of `gr` (all namespaces).
 pub fn resource_range(etcd_prefix: &str, gr: &GroupResource) -> (Vec<u8>, Vec<u8>) {
+    if let Some((path, _, _)) = SINGLETONS
+        .iter()
+        .find(|(_, g, r)| *g == gr.group && *r == gr.resource)
+    {
+        let start = format!("{}{path}", normalize_prefix(etcd_prefix)).into_bytes();
+        let mut end = start.clone();
+        end.push(0);
+        return (start, end);
+    }
     let start = format!("{}{}/", normalize_prefix(etcd_prefix), resource_path(gr)).into_bytes();
     let end = prefix_end(&start);
     (start, end)
@@ -352,7 +402,15 @@ mod tests {
         );
         assert_eq!(
             parse("/registry/ranges/serviceips"),
-            Some(("ranges".into(), None, "serviceips".into()))
+            Some(("serviceipallocations".into(), None, "serviceips".into()))
+        );
+        assert_eq!(
+            parse("/registry/ranges/servicenodeports"),
+            Some((
+                "servicenodeportallocations".into(),
+                None,
+                "servicenodeports".into()
+            ))
         );
     }
 
@@ -438,6 +496,35 @@ mod tests {
             ),
             "/registry/events/a/b"
         );
+    }
+
+    /// Every record of testdata/decoding maps from its etcd key to its resource, namespace and
+    /// name, and back.
+    #[test]
+    fn every_builtin_kind_key_round_trips() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/decoding/builtin-kinds.jsonl"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        for line in text.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            let s = |k: &str| r[k].as_str().unwrap().to_string();
+            let key = s("etcd_key");
+            let info = parse_key("/registry", key.as_bytes()).unwrap_or_else(|| panic!("{key}"));
+            let want = GroupResource::new(s("group"), s("resource"));
+            assert_eq!(info.resource, want, "{key}");
+            let ns = Some(s("namespace")).filter(|n| !n.is_empty());
+            assert_eq!(info.namespace, ns, "{key}");
+            if !s("name").is_empty() {
+                assert_eq!(info.name, s("name"), "{key}");
+            }
+            assert_eq!(
+                key_for("/registry", &want, ns.as_deref(), &info.name),
+                key,
+                "{key}"
+            );
+        }
     }
 
     #[test]

@@ -10,4 +10,5 @@ pub mod decode;
 pub mod etcd;
 pub mod keymap;
 pub mod report;
+pub mod resources;
 pub mod snapshot;

@@ -32,6 +32,8 @@ enum Command {
     Encrypt(commands::encrypt::EncryptArgs),
     /// Decrypt an etcd value from stdin; report provider, key and staleness on stderr.
     Decrypt(commands::decrypt::DecryptArgs),
+    /// Decode a stored value from stdin (optionally decrypting it first) into the object the API serves.
+    Decode(commands::decode::DecodeArgs),
     /// Generate a fresh key for aescbc, aesgcm or secretbox.
     Keygen(commands::keygen::KeygenArgs),
     /// Measure each provider's encrypt/decrypt speed on this machine.
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Encrypt(args) => commands::encrypt::run(args),
         Command::Decrypt(args) => commands::decrypt::run(args),
+        Command::Decode(args) => commands::decode::run(args),
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Config(cmd) => commands::config::run(cmd),

@@ -184,7 +184,13 @@ fn get_returns_the_api_object() {
             ),
         );
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Served with the key's mod revision, as kube-apiserver does.
+        let rv = got["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        assert!(rv.is_some(), "{}", o.etcd_key);
         assert_eq!(got, o.object_json, "{}", o.etcd_key);
         assert!(stderr(&out).contains(&o.etcd_key), "{}", stderr(&out));
     }
@@ -270,7 +276,7 @@ fn get_returns_the_api_object() {
     );
     assert!(out.stdout.is_empty());
 
-    // Other built-in kinds: apiVersion, kind and metadata, with a note; cluster-scoped names.
+    // Other built-in kinds are decoded completely; cluster-scoped objects by NAME alone.
     let ns = pick("v1/Namespace", "identity");
     let name = ns.object_json["metadata"]["name"]
         .as_str()
@@ -291,15 +297,13 @@ fn get_returns_the_api_object() {
         ),
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for field in ["apiVersion", "kind", "metadata"] {
-        assert_eq!(got[field], ns.object_json[field]);
-    }
-    assert!(
-        stderr(&out).contains("only apiVersion, kind and metadata are decoded for v1/Namespace"),
-        "{}",
-        stderr(&out)
-    );
+    let mut got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    got["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion")
+        .expect("resourceVersion as served");
+    assert_eq!(got, ns.object_json);
 }
 
 #[test]

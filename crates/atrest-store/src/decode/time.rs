@@ -1,4 +1,5 @@
-//! RFC 3339 formatting of `meta.v1.Time` (seconds precision, UTC, as Go's `time.RFC3339`).
+//! RFC 3339 formatting of `meta.v1.Time` (seconds precision, UTC, as Go's `time.RFC3339`),
+//! `MicroTime`, and Go's `time.Duration.String()` for `meta.v1.Duration`.
 
 /// `2006-01-02T15:04:05Z` for a Unix time in seconds (proleptic Gregorian, UTC).
 pub fn format_rfc3339(unix_seconds: i64) -> String {
@@ -21,6 +22,43 @@ pub fn format_rfc3339_micro(unix_seconds: i64, nanos: i32) -> String {
         &base[..base.len() - 1],
         nanos.clamp(0, 999_999_999) / 1000
     )
+}
+
+/// Go's `time.Duration(ns).String()`: `1h2m3.5s`, `1.5ms`, `0s`.
+pub fn format_go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let sign = if ns < 0 { "-" } else { "" };
+    let u = ns.unsigned_abs();
+    if u < 1_000_000_000 {
+        // Below one second Go picks ns, µs or ms with a fraction.
+        let (unit, div) = match u {
+            0..=999 => ("ns", 1),
+            1_000..=999_999 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{sign}{}{unit}", fraction(u, div));
+    }
+    let (h, rest) = (u / 3_600_000_000_000, u % 3_600_000_000_000);
+    let (m, s) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let secs = format!("{}s", fraction(s, 1_000_000_000));
+    match (h, m) {
+        (0, 0) => format!("{sign}{secs}"),
+        (0, m) => format!("{sign}{m}m{secs}"),
+        (h, m) => format!("{sign}{h}h{m}m{secs}"),
+    }
+}
+
+/// `v / div` with the fraction's trailing zeros trimmed (`1500, 1000` → `1.5`).
+fn fraction(v: u64, div: u64) -> String {
+    let (whole, frac) = (v / div, v % div);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.ilog10() as usize;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// Howard Hinnant's days-to-civil algorithm.
@@ -51,5 +89,22 @@ mod tests {
             format_rfc3339_micro(1_723_520_357, 123_456_789),
             "2024-08-13T03:39:17.123456Z"
         );
+    }
+
+    #[test]
+    fn go_durations() {
+        for (ns, want) in [
+            (0, "0s"),
+            (1, "1ns"),
+            (1_500, "1.5µs"),
+            (100_000_000, "100ms"),
+            (1_000_000_000, "1s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (3_723_500_000_000, "1h2m3.5s"),
+            (-2_000_000_000, "-2s"),
+        ] {
+            assert_eq!(format_go_duration(ns), want);
+        }
     }
 }

@@ -1,9 +1,10 @@
 //! Live etcd: connecting (TLS client certificates as etcdctl takes them), paged range reads at one
 //! revision ([`scan`]), single gets, the status scan ([`status`]) and the compare-and-swap re-encryption
-//! ([`rewrite`]) with checkpoints ([`checkpoint`]).
+//! ([`rewrite`]) with checkpoints ([`checkpoint`]), key listing and snapshot streaming ([`maintenance`]).
 
 pub mod checkpoint;
 mod client;
+pub mod maintenance;
 pub mod rewrite;
 pub mod scan;
 pub mod status;

@@ -30,6 +30,8 @@ pub enum BackupCommand {
     Decrypt(DecryptArgs),
     /// Create an age X25519 identity file (mode 0600) and print its public recipient.
     Keygen(KeygenArgs),
+    /// Stream a snapshot from etcd straight into an encrypted backup (no plaintext on disk).
+    Snapshot(super::backup_snapshot::SnapshotArgs),
 }
 
 #[derive(clap::Args)]
@@ -67,6 +69,15 @@ pub struct IoArgs {
 
 #[derive(clap::Args)]
 pub struct EncryptArgs {
+    #[command(flatten)]
+    to: RecipientArgs,
+    #[command(flatten)]
+    io: IoArgs,
+}
+
+/// Whom a backup is encrypted to.
+#[derive(clap::Args)]
+pub struct RecipientArgs {
     /// An age X25519 recipient (`age1…`); repeatable.
     #[arg(long, short = 'r', value_name = "RECIPIENT")]
     recipient: Vec<String>,
@@ -77,8 +88,6 @@ pub struct EncryptArgs {
     passphrase: PassphraseArgs,
     #[command(flatten)]
     kms: KmsArgs,
-    #[command(flatten)]
-    io: IoArgs,
 }
 
 #[derive(clap::Args)]
@@ -104,6 +113,7 @@ pub struct KeygenArgs {
 pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BackupCommand::Encrypt(args) => encrypt(args),
+        BackupCommand::Snapshot(args) => super::backup_snapshot::run(args),
         BackupCommand::Decrypt(args) => decrypt(args),
         BackupCommand::Keygen(args) => {
             let recipient = keys::write_identity_file(&args.output)?;
@@ -206,7 +216,8 @@ fn summary(args: &IoArgs, verb: &str, s: &Summary, started: Instant, to: &str) {
     );
 }
 
-fn encrypt(args: EncryptArgs) -> anyhow::Result<ExitCode> {
+/// The recipients the flags name, and how to describe them in the summary.
+pub(crate) fn recipients(args: &RecipientArgs) -> anyhow::Result<(Vec<Recipient>, Vec<String>)> {
     let mut recipients = Vec::new();
     let mut described = Vec::new();
     for r in &args.recipient {
@@ -238,6 +249,11 @@ fn encrypt(args: EncryptArgs) -> anyhow::Result<ExitCode> {
         !recipients.is_empty(),
         "no recipients: give --recipient, --recipients-file, --passphrase(-file) or --kms-endpoint"
     );
+    Ok((recipients, described))
+}
+
+fn encrypt(args: EncryptArgs) -> anyhow::Result<ExitCode> {
+    let (recipients, described) = recipients(&args.to)?;
     if args.io.output.is_none() && io::stdout().is_terminal() {
         anyhow::bail!(
             "refusing to write encrypted binary data to a terminal: use -o FILE or a pipe"

@@ -1,5 +1,6 @@
-//! `atrest get RESOURCE NAMESPACE/NAME` (or `--etcd-key RAW_ETCD_KEY`): fetch one object from etcd,
-//! decrypt it with the config and print it like `kubectl get -o yaml`.
+//! `atrest get RESOURCE[.GROUP] [NAMESPACE/]NAME` (or `--etcd-key RAW_ETCD_KEY`): fetch one object
+//! from etcd, decrypt it with the config and print it as kube-apiserver serves it (`-o json`: the
+//! same object, `metadata.resourceVersion` = the key's mod revision; `-o yaml` like kubectl).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use atrest_core::GroupResource;
 use atrest_store::{decode, keymap};
 
 use super::etcd_args::{runtime, ConfigArgs, EtcdArgs};
+use super::object_name;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetFormat {
@@ -24,8 +26,8 @@ pub struct GetArgs {
     pub etcd: EtcdArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Resource as an EncryptionConfiguration names it: `secrets`, `configmaps`, `deployments.apps`,
-    /// `widgets.example.com`.
+    /// Resource as kubectl names it: `secrets`, `deployments` or `deployments.apps`,
+    /// `customresourcedefinitions.apiextensions.k8s.io`, `widgets.example.com`.
     #[arg(required_unless_present = "etcd_key")]
     pub resource: Option<String>,
     /// `NAMESPACE/NAME`, or `NAME` for cluster-scoped objects.
@@ -40,7 +42,11 @@ pub struct GetArgs {
     pub output: GetFormat,
 }
 
-fn etcd_key(args: &GetArgs) -> anyhow::Result<(String, GroupResource)> {
+fn etcd_key(
+    args: &GetArgs,
+    rt: &tokio::runtime::Runtime,
+    conn: &atrest_store::etcd::EtcdConnection,
+) -> anyhow::Result<(String, GroupResource)> {
     if let Some(key) = &args.etcd_key {
         let info =
             keymap::parse_key(&args.etcd.etcd_prefix, key.as_bytes()).with_context(|| {
@@ -54,28 +60,31 @@ fn etcd_key(args: &GetArgs) -> anyhow::Result<(String, GroupResource)> {
     let (Some(resource), Some(name)) = (&args.resource, &args.name) else {
         bail!("give RESOURCE and NAME, or --etcd-key")
     };
-    let gr = GroupResource::parse(resource);
-    let (namespace, name) = match name.split_once('/') {
-        Some((ns, n)) => (Some(ns), n),
-        None => (None, name.as_str()),
-    };
-    if name.is_empty() || namespace.is_some_and(str::is_empty) || name.contains('/') {
-        bail!(
-            "NAME must be NAMESPACE/NAME or NAME, got {:?}",
-            args.name.as_deref().unwrap_or_default()
-        );
-    }
-    Ok((
-        keymap::key_for(&args.etcd.etcd_prefix, &gr, namespace, name),
-        gr,
+    let prefix = &args.etcd.etcd_prefix;
+    let target = object_name::resolve(prefix, resource, name, || {
+        rt.block_on(crd_names(conn, prefix)).unwrap_or_default()
+    })?;
+    Ok((target.key, target.resource))
+}
+
+/// The names of the CRDs in etcd (keys only), for "did you mean".
+async fn crd_names(
+    conn: &atrest_store::etcd::EtcdConnection,
+    etcd_prefix: &str,
+) -> anyhow::Result<Vec<String>> {
+    let prefix = object_name::crd_prefix(etcd_prefix);
+    let keys = atrest_store::etcd::maintenance::list_keys(conn, prefix.as_bytes()).await?;
+    Ok(object_name::crd_names_from_keys(
+        etcd_prefix,
+        keys.iter().map(Vec::as_slice),
     ))
 }
 
 pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let (key, gr) = etcd_key(&args)?;
     let (_, transformers) = args.config.load()?;
     let rt = runtime()?;
     let conn = args.etcd.connect(&rt)?;
+    let (key, gr) = etcd_key(&args, &rt, &conn)?;
     let Some((stored, mod_revision, _)) =
         rt.block_on(atrest_store::etcd::get_one(&conn, key.as_bytes()))?
     else {
@@ -117,20 +126,8 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let object = decode::decode_object(&outcome.plaintext)
-        .with_context(|| format!("decoding etcd key {key}"))?;
-    if decode::media_of(&outcome.plaintext) == decode::Media::Protobuf {
-        if let Ok((api_version, kind)) = decode::type_of(&outcome.plaintext) {
-            if !matches!(
-                (api_version.as_str(), kind.as_str()),
-                ("v1", "Secret") | ("v1", "ConfigMap")
-            ) {
-                eprintln!(
-                    "# note: only apiVersion, kind and metadata are decoded for {api_version}/{kind}; -o raw prints the stored bytes"
-                );
-            }
-        }
-    }
+    let object = decode::decode_object_at(&outcome.plaintext, mod_revision)
+        .with_context(|| format!("decoding etcd key {key} (-o raw prints the stored bytes)"))?;
     match args.output {
         GetFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &object)?;

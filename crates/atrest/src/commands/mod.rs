@@ -3,15 +3,18 @@
 //! snapshot.
 
 pub mod backup;
+pub mod backup_snapshot;
 pub mod bench;
 pub mod common;
 pub mod config;
+pub mod decode;
 pub mod decrypt;
 pub mod encrypt;
 pub mod etcd_args;
 pub mod get;
 pub mod keygen;
 pub mod kms;
+pub mod object_name;
 pub mod report_output;
 pub mod rewrite;
 pub mod snapshot;

@@ -1,13 +1,15 @@
 //! `snapshot get` and `snapshot export`: decrypt with the config's providers (KMS through the
 //! plugin sockets it names), decode, and write objects for a restore.
 //!
-//! Objects come out Namespaces first, then CustomResourceDefinitions, then the rest in etcd key
-//! order. Restore-friendly output (default for `export`): server-set fields that `kubectl apply`/`create`
-//! rejects or that would be wrong in a new cluster are removed from `metadata`: `resourceVersion`
-//! (conflicts), `uid` (precondition failures), `creationTimestamp`, `generation`, `managedFields`,
-//! `selfLink`, and `ownerReferences` (owners get new UIDs on restore; dangling references would let
-//! the garbage collector delete the restored object). `--keep-server-fields` writes objects exactly
-//! as stored.
+//! An export restores into a fresh cluster (`kubectl apply --server-side -f`): objects come out in
+//! dependency order (Namespaces, CRDs, cluster configuration, RBAC, … admission webhooks last;
+//! see [`super::restore`]), without server-set fields (`metadata.uid`, `resourceVersion`,
+//! `managedFields`, `ownerReferences`, …, `status`, a Service's cluster IPs). What a fresh cluster
+//! re-creates or must not get back — Events, Leases, Nodes, controller-owned objects, the Endpoints
+//! of Services with a selector, service-account token Secrets, IP allocations — is left out and
+//! counted in the summary; `--include-recreated` keeps it. `--keep-server-fields` writes objects
+//! exactly as served. An object that cannot be decrypted or decoded completely is listed and
+//! counted as failed (exit 4): nothing is dropped silently.
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -17,25 +19,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use atrest_core::GroupResource;
-use atrest_store::decode::decode_object;
+use atrest_store::decode::decode_object_at;
 use atrest_store::keymap::{self, KeyInfo};
 use serde_json::Value;
 
 use super::progress::Progress;
+use super::restore;
 use super::{load_config, open_and_index, ConfigArgs, SnapshotArgs};
-use crate::commands::yaml_output;
+use crate::commands::{object_name, yaml_output};
 use crate::exit;
-
-/// Fields dropped from `metadata` by default on export.
-pub const SERVER_FIELDS: &[&str] = &[
-    "resourceVersion",
-    "uid",
-    "creationTimestamp",
-    "generation",
-    "managedFields",
-    "selfLink",
-    "ownerReferences",
-];
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GetFormat {
@@ -49,7 +41,8 @@ pub enum GetFormat {
 pub struct GetArgs {
     #[command(flatten)]
     snapshot: SnapshotArgs,
-    /// Resource as an EncryptionConfiguration names it: `secrets`, `deployments.apps`, `widgets.example.com`.
+    /// Resource as kubectl names it: `secrets`, `deployments` or `deployments.apps`,
+    /// `customresourcedefinitions.apiextensions.k8s.io`, `widgets.example.com`.
     resource: String,
     /// `NAMESPACE/NAME`, or `NAME` for cluster-scoped objects.
     name: String,
@@ -86,42 +79,47 @@ pub struct ExportArgs {
     /// Output file (yaml, json; default stdout) or directory (dir; required). Files are created 0600.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Keep resourceVersion, uid, managedFields, ownerReferences, ... as stored.
+    /// Keep resourceVersion, uid, managedFields, ownerReferences, status, ... as served.
     #[arg(long)]
     keep_server_fields: bool,
+    /// Also export what a fresh cluster re-creates by itself or must not get back (Events,
+    /// Leases, Nodes, controller-owned Pods/ReplicaSets/Jobs/EndpointSlices, Endpoints of
+    /// Services with a selector, service-account tokens, IP allocations).
+    #[arg(long)]
+    include_recreated: bool,
 }
 
+/// Decrypts and decodes one value; the object has `metadata.resourceVersion` = `mod_revision`, as
+/// kube-apiserver serves it.
 fn decrypt_decode(
     transformers: &atrest_core::Transformers,
     info: &KeyInfo,
     key: &[u8],
     value: &[u8],
+    mod_revision: i64,
 ) -> Result<(Vec<u8>, Value), String> {
     let outcome = transformers
         .for_resource(&info.resource)
         .read(value, key)
         .map_err(|e| format!("decrypt: {e}"))?;
-    let object = decode_object(&outcome.plaintext).map_err(|e| format!("decode: {e}"))?;
+    let object =
+        decode_object_at(&outcome.plaintext, mod_revision).map_err(|e| format!("decode: {e}"))?;
     Ok((outcome.plaintext, object))
-}
-
-fn set_resource_version(object: &mut Value, mod_revision: i64) {
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert(
-            "resourceVersion".into(),
-            Value::String(mod_revision.to_string()),
-        );
-    }
 }
 
 pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     let transformers = load_config(&args.config)?;
-    let gr = GroupResource::parse(&args.resource);
-    let (ns, name) = match args.name.split_once('/') {
-        Some((ns, name)) => (Some(ns), name),
-        None => (None, args.name.as_str()),
-    };
-    let key = keymap::key_for(&args.snapshot.etcd_prefix, &gr, ns, name);
+    let prefix = &args.snapshot.etcd_prefix;
+    // An unknown name needs the CRDs for its hint; they are indexed only then.
+    let target = object_name::resolve(prefix, &args.resource, &args.name, || {
+        open_and_index(&args.snapshot, object_name::crd_prefix(prefix).into_bytes())
+            .map(|(_, index)| {
+                object_name::crd_names_from_keys(prefix, index.entries().map(|(k, _)| k))
+            })
+            .unwrap_or_default()
+    })?;
+    let key = target.key.clone();
+    let gr = target.resource.clone();
     let (snap, index) = open_and_index(&args.snapshot, key.clone().into_bytes())?;
     let Some((_, rev)) = index.entries().find(|(k, _)| *k == key.as_bytes()) else {
         anyhow::bail!(
@@ -135,13 +133,13 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         .fetch(key.as_bytes(), rev)
         .with_context(|| format!("reading {key}"))?;
     let info = KeyInfo {
-        resource: gr,
-        namespace: ns.map(str::to_string),
-        name: name.to_string(),
+        resource: target.resource,
+        namespace: target.namespace,
+        name: target.name,
     };
-    let (plaintext, mut object) = decrypt_decode(&transformers, &info, &kv.key, &kv.value)
-        .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
-    set_resource_version(&mut object, kv.mod_revision);
+    let (plaintext, object) =
+        decrypt_decode(&transformers, &info, &kv.key, &kv.value, kv.mod_revision)
+            .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
     let mut out = io::stdout().lock();
     match args.output {
         GetFormat::Raw => out.write_all(&plaintext)?,
@@ -149,15 +147,6 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         GetFormat::Yaml => out.write_all(yaml_output::single(&object)?.as_bytes())?,
     }
     Ok(ExitCode::from(exit::SUCCESS))
-}
-
-/// Removes [`SERVER_FIELDS`] from `metadata`.
-pub fn strip_server_fields(object: &mut Value) {
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        for f in SERVER_FIELDS {
-            meta.remove(*f);
-        }
-    }
 }
 
 /// A path component from untrusted snapshot data: refuse anything that could escape the directory.
@@ -292,27 +281,22 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut exported = std::collections::BTreeMap::<String, u64>::new();
     let mut failures: Vec<(String, String)> = Vec::new();
     let mut bar = Progress::count("exporting", index.len() as u64);
-    // Restore order: Namespaces, then CRDs, then everything else (each in key order), so a
-    // `kubectl apply -f` of the stream creates what later objects need first.
-    let first = [
-        format!("{prefix}namespaces/"),
-        format!("{prefix}apiextensions.k8s.io/customresourcedefinitions/"),
-    ];
-    let rank = |k: &[u8]| {
-        first
-            .iter()
-            .position(|p| k.starts_with(p.as_bytes()))
-            .unwrap_or(first.len())
-    };
-    let mut order: Vec<(&[u8], atrest_store::snapshot::Revision)> = index.entries().collect();
-    order.sort_by_key(|(k, _)| rank(k)); // stable: key order within each rank
-    for (n, (key, rev)) in order.into_iter().enumerate() {
+    // Restore order (stable: key order within each rank), so a `kubectl apply -f` of the stream
+    // creates what later objects need first.
+    let mut order: Vec<(&[u8], atrest_store::snapshot::Revision, Option<KeyInfo>)> = index
+        .entries()
+        .map(|(k, rev)| (k, rev, keymap::parse_key(&prefix, k)))
+        .collect();
+    order.sort_by_key(|(_, _, info)| info.as_ref().map_or(u8::MAX, restore::rank));
+    let mut selector_services = restore::SelectorServices::new();
+    let mut left_out = std::collections::BTreeMap::<String, u64>::new();
+    for (n, (key, rev, info)) in order.into_iter().enumerate() {
         bar.update(n as u64 + 1, index.len() as u64);
         let kv = snap
             .fetch(key, rev)
             .with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
         let key_text = String::from_utf8_lossy(&kv.key).into_owned();
-        let Some(info) = keymap::parse_key(&prefix, &kv.key) else {
+        let Some(info) = info else {
             if resources.is_empty() {
                 eprintln!("error: {key_text}: key does not map to a resource");
                 failures.push((key_text, "key does not map to a resource".into()));
@@ -325,16 +309,24 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         if args.namespace.is_some() && info.namespace != args.namespace {
             continue;
         }
-        let mut object = match decrypt_decode(&transformers, &info, &kv.key, &kv.value) {
-            Ok((_, object)) => object,
-            Err(e) => {
-                eprintln!("error: {key_text}: {e}");
-                failures.push((key_text, e));
+        let mut object =
+            match decrypt_decode(&transformers, &info, &kv.key, &kv.value, kv.mod_revision) {
+                Ok((_, object)) => object,
+                Err(e) => {
+                    eprintln!("error: {key_text}: {e}");
+                    failures.push((key_text, e));
+                    continue;
+                }
+            };
+        restore::note_service(&info, &object, &mut selector_services);
+        if !args.include_recreated {
+            if let Some(label) = restore::left_out(&info, &object, &selector_services) {
+                *left_out.entry(label).or_default() += 1;
                 continue;
             }
-        };
+        }
         if !args.keep_server_fields {
-            strip_server_fields(&mut object);
+            restore::strip_server_fields(&mut object);
         }
         if let Err(e) = sink.write(&info, &object) {
             eprintln!("error: {key_text}: {e}");
@@ -357,6 +349,14 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         },
         failures.len()
     );
+    if !left_out.is_empty() {
+        let per: Vec<String> = left_out.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+        eprintln!(
+            "left out {} objects a fresh cluster re-creates or must not get back ({}); --include-recreated keeps them",
+            left_out.values().sum::<u64>(),
+            per.join(", ")
+        );
+    }
     // Each failure was printed with its key as it happened; the summary groups them by reason.
     let mut reasons = std::collections::BTreeMap::<&str, u64>::new();
     for (_, reason) in &failures {

@@ -3,6 +3,7 @@
 
 mod export;
 mod progress;
+mod restore;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
