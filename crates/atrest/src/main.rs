@@ -48,6 +48,12 @@ enum Command {
     /// Encrypt or decrypt backups (age format).
     #[command(subcommand)]
     Backup(commands::backup::BackupCommand),
+    /// Wire encryption at rest into kube-apiserver's static-pod manifest (kubeadm), or print the
+    /// k3s/rke2/Talos equivalent.
+    #[command(subcommand)]
+    Apiserver(commands::apiserver::ApiserverCommand),
+    /// Check a control-plane node's encryption at rest: flag, file modes, providers, etcd data.
+    Audit(commands::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,8 @@ fn main() -> ExitCode {
         Command::Rewrite(args) => commands::rewrite::run(args),
         Command::Snapshot(cmd) => commands::snapshot::run(cmd),
         Command::Backup(cmd) => commands::backup::run(cmd),
+        Command::Apiserver(cmd) => commands::apiserver::run(cmd),
+        Command::Audit(args) => commands::audit::run(args),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,8 @@
 //! core-providers; config core-config; kms kms; status/get/rewrite/etcd_args etcd; snapshot/backup
 //! snapshot.
 
+pub mod apiserver;
+pub mod audit;
 pub mod backup;
 pub mod bench;
 pub mod common;
@@ -12,6 +14,7 @@ pub mod etcd_args;
 pub mod get;
 pub mod keygen;
 pub mod kms;
+pub mod kms_deploy;
 pub mod report_output;
 pub mod rewrite;
 pub mod snapshot;
