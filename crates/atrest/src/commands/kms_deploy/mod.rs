@@ -106,7 +106,8 @@ impl Plan {
             .listen
             .clone()
             .unwrap_or_else(|| format!("unix://{DEFAULT_SOCKET}"));
-        atrest_kms::Endpoint::parse(&listen)?;
+        atrest_kms::Endpoint::parse(&listen)
+            .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
         let socket = match listen.strip_prefix("unix://") {
             Some(p) if p.starts_with('@') => None,
             Some(p) => Some(PathBuf::from(p)),

@@ -14,8 +14,9 @@ use super::Plan;
 pub fn scalar(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_./=@+,-".contains(c))
-        && !s.starts_with(['@', ',', '.'])
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=@+,-".contains(c))
+        && !s.starts_with(['@', ',', '.', ':'])
+        && !s.ends_with(':')
         && !matches!(
             s.to_ascii_lowercase().as_str(),
             "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "y" | "n"

@@ -56,7 +56,7 @@ pub fn render(binary: &Path, tokens: &[String], plan: &Plan) -> anyhow::Result<S
             None if dir == Path::new("/run") || dir == Path::new("/var/run") => {
                 bail!("--listen: give the socket a directory of its own under /run (e.g. unix:///run/atrest/kms.sock)")
             }
-            None => rw.push(dir.display().to_string()),
+            None => rw.push(quote(&dir.display().to_string())),
         }
     }
     let mut state_dir = None;
@@ -67,7 +67,7 @@ pub fn render(binary: &Path, tokens: &[String], plan: &Plan) -> anyhow::Result<S
             .filter(|r| !r.as_os_str().is_empty())
         {
             Some(r) => state_dir = Some(r.display().to_string()),
-            None if plan.key_store_written => rw.push(store.display().to_string()),
+            None if plan.key_store_written => rw.push(quote(&store.display().to_string())),
             None => {}
         }
     }
