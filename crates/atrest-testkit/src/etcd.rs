@@ -169,8 +169,10 @@ fn member_args(
     if let Some((t, client_auth)) = tls {
         args.push(format!("--cert-file={}", t.server_cert.display()));
         args.push(format!("--key-file={}", t.server_key.display()));
-        args.push(format!("--trusted-ca-file={}", t.ca.display()));
+        // etcd requires client certificates as soon as it has a trusted CA, whatever
+        // --client-cert-auth says: without client auth it gets no CA at all.
         if client_auth {
+            args.push(format!("--trusted-ca-file={}", t.ca.display()));
             args.push("--client-cert-auth=true".into());
         }
     }

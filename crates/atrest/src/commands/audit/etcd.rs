@@ -103,29 +103,37 @@ pub fn etcd_checks(args: &AuditArgs, node: &NodeFacts, out: &mut Vec<Check>) {
             "cannot probe client authentication without the etcd CA",
             "give --cacert (kube-apiserver's --etcd-cafile)",
         ));
-    } else {
+    }
+    // The real connection first: when it works and the same connection without the client
+    // certificate does not, the certificate is what etcd insists on (TLS alerts reach the client
+    // only as a generic transport error).
+    let connected = rt.block_on(atrest_store::etcd::connect(&settings));
+    if plain.is_empty() && settings.cacert.is_some() {
         let anonymous = EtcdSettings {
             cert: None,
             key: None,
             ..settings.clone()
         };
-        match rt.block_on(atrest_store::etcd::connect(&anonymous)) {
-            Ok(_) => out.push(Check::fail(
+        let without = rt.block_on(atrest_store::etcd::connect(&anonymous));
+        out.push(match (&connected, without) {
+            (_, Ok(_)) => Check::fail(
                 "etcd-client-auth",
                 format!("etcd at {endpoints} accepts clients without a certificate"),
                 "start etcd with --client-cert-auth=true --trusted-ca-file=CA (kubeadm's default)",
-            )),
-            Err(EtcdError::Unreachable { detail, .. }) if refused_for_certificate(&detail) => out
-                .push(Check::pass(
-                    "etcd-client-auth",
-                    "etcd refuses clients without a certificate",
-                )),
-            Err(e) => out.push(Check::warn(
+            ),
+            (Ok(_), Err(_)) if settings.cert.is_some() => Check::pass(
+                "etcd-client-auth",
+                "etcd refuses clients without a certificate (and accepts kube-apiserver's)",
+            ),
+            (_, Err(EtcdError::Unreachable { detail, .. })) if refused_for_certificate(&detail) => {
+                Check::pass("etcd-client-auth", "etcd refuses clients without a certificate")
+            }
+            (_, Err(e)) => Check::warn(
                 "etcd-client-auth",
                 format!("could not tell whether etcd requires client certificates: {e}"),
-                "check that etcd runs with --client-cert-auth=true",
-            )),
-        }
+                "check that etcd runs with --client-cert-auth=true; give the client certificate (--cert/--key) so the audit can compare",
+            ),
+        });
     }
 
     let Some(config_path) = &node.config_path else {
@@ -134,7 +142,7 @@ pub fn etcd_checks(args: &AuditArgs, node: &NodeFacts, out: &mut Vec<Check>) {
     if node.config.is_none() {
         return; // the config check already failed
     }
-    let conn = match rt.block_on(atrest_store::etcd::connect(&settings)) {
+    let conn = match connected {
         Ok(c) => c,
         Err(e) => {
             out.push(Check::warn(
