@@ -24,17 +24,8 @@ struct Node {
     root: PathBuf,
 }
 
-const ENC: &str = "apiVersion: apiserver.config.k8s.io/v1
-kind: EncryptionConfiguration
-resources:
-  - resources: [secrets]
-    providers:
-      - aesgcm:
-          keys:
-            - name: key1
-              secret: MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=
-      - identity: {}
-";
+/// A Secrets-only aesgcm config (testdata/kubeadm/enc-aesgcm.yaml).
+const ENC: &str = include_str!("../../../testdata/kubeadm/enc-aesgcm.yaml");
 
 impl Node {
     fn new(manifest: &str) -> Node {
@@ -119,7 +110,7 @@ fn kubeadm_manifests() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| p.to_string_lossy().ends_with("-kube-apiserver.yaml"))
         .map(|p| {
             (
                 p.file_name().unwrap().to_string_lossy().into_owned(),

@@ -25,17 +25,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-const AESGCM: &str = "apiVersion: apiserver.config.k8s.io/v1
-kind: EncryptionConfiguration
-resources:
-  - resources: [secrets]
-    providers:
-      - aesgcm:
-          keys:
-            - name: key1
-              secret: MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=
-      - identity: {}
-";
+/// A Secrets-only aesgcm config (testdata/kubeadm/enc-aesgcm.yaml).
+const AESGCM: &str = include_str!("../../../testdata/kubeadm/enc-aesgcm.yaml");
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();

@@ -177,6 +177,37 @@ fn item_range(lines: &Lines, seq: &Node, items: &[Node], i: usize) -> std::ops::
     start..end.max(start + 1)
 }
 
+/// Where a new item goes in a non-empty block sequence — before item `before`, else after the
+/// last — and the indentation of its `- `.
+fn insertion_point(
+    lines: &Lines,
+    seq: &Node,
+    items: &[Node],
+    before: Option<usize>,
+) -> Result<(usize, String)> {
+    Ok(match before {
+        Some(i) => (items[i].start.line, lines.dash_prefix(&items[i])?),
+        None => {
+            let last = items.len() - 1;
+            (
+                item_range(lines, seq, items, last).end,
+                lines.dash_prefix(&items[last])?,
+            )
+        }
+    })
+}
+
+/// Lines of entry `key` (key and value) of a block mapping.
+fn key_range(lines: &Lines, map: &Node, key: &str) -> std::ops::Range<usize> {
+    let idx = map
+        .entries()
+        .unwrap_or_default()
+        .iter()
+        .position(|(k, _)| k.as_str() == Some(key))
+        .unwrap_or_default();
+    entry_range(lines, map, idx)
+}
+
 /// Lines of entry `i` (key and value) of a block mapping.
 fn entry_range(lines: &Lines, map: &Node, i: usize) -> std::ops::Range<usize> {
     let entries = map.entries().unwrap_or_default();
@@ -213,13 +244,7 @@ pub fn step_flag(text: &str, flag: &str, value: Option<&str>) -> Result<Option<S
         let (key, seq, items) = lists[li];
         if items.len() == 1 {
             // The list would be empty: remove the key too (`args:` with nothing is null).
-            let idx = c
-                .entries()
-                .unwrap_or_default()
-                .iter()
-                .position(|(k, _)| k.as_str() == Some(key))
-                .unwrap_or_default();
-            let range = entry_range(&lines, c, idx);
+            let range = key_range(&lines, c, key);
             return Ok(lines.replace(range, Vec::new()));
         }
         let range = item_range(&lines, seq, items, i);
@@ -260,16 +285,7 @@ pub fn step_flag(text: &str, flag: &str, value: Option<&str>) -> Result<Option<S
         item.as_str()
             .is_some_and(|s| s.starts_with("--") && flag_name(s) > name)
     });
-    let (at, prefix) = match before {
-        Some(i) => (items[i].start.line, lines.dash_prefix(&items[i])?),
-        None => {
-            let last = items.len() - 1;
-            (
-                item_range(&lines, seq, items, last).end,
-                lines.dash_prefix(&items[last])?,
-            )
-        }
-    };
+    let (at, prefix) = insertion_point(&lines, seq, items, before)?;
     Ok(Some(
         lines.replace(at..at, vec![format!("{prefix}- {want}\n")]),
     ))
@@ -393,16 +409,7 @@ fn step_ensure(text: &str, target: Target, m: &HostMount) -> Result<Option<Strin
             let before = items
                 .iter()
                 .position(|it| item_name(it).is_some_and(|n| n > m.name));
-            let (at, prefix) = match before {
-                Some(i) => (items[i].start.line, lines.dash_prefix(&items[i])?),
-                None => {
-                    let last = items.len() - 1;
-                    (
-                        item_range(&lines, seq, items, last).end,
-                        lines.dash_prefix(&items[last])?,
-                    )
-                }
-            };
+            let (at, prefix) = insertion_point(&lines, seq, items, before)?;
             Ok(Some(lines.replace(at..at, target.render(m, &prefix))))
         }
         existing => {
@@ -451,13 +458,7 @@ fn step_remove(text: &str, target: Target, name: &str) -> Result<Option<String>>
         return Ok(None);
     };
     let range = if items.len() == 1 {
-        let idx = parent
-            .entries()
-            .unwrap_or_default()
-            .iter()
-            .position(|(k, _)| k.as_str() == Some(key))
-            .unwrap_or_default();
-        entry_range(&lines, parent, idx)
+        key_range(&lines, parent, key)
     } else {
         item_range(&lines, seq, items, i)
     };
