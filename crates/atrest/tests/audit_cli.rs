@@ -378,6 +378,18 @@ fn kms_socket_must_be_private_and_mounted() {
     // `apiserver enable` was run without --kms-socket-dir.
     check(&report, "kms-socket-mounted", "fail");
 
+    check(&report, "apiserver-livez", "warn");
+    let m = std::fs::read_to_string(&node.manifest).unwrap();
+    let excluded = m.replacen(
+        "        path: /livez\n",
+        "        path: /livez?exclude=kms-providers\n",
+        1,
+    );
+    assert_ne!(m, excluded);
+    std::fs::write(&node.manifest, excluded).unwrap();
+    let (_, report) = node.audit(&["--no-etcd"]);
+    check(&report, "apiserver-livez", "pass");
+
     chmod(Path::new(&socket), 0o666);
     let (code, report) = node.audit(&["--no-etcd"]);
     assert_eq!(code, 1);

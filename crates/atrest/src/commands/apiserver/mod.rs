@@ -432,3 +432,14 @@ pub fn visible_in_pod(text: &str, path: &Path, write: bool) -> bool {
         .and_then(|root| edit::coverage_any(&root, path, write).ok())
         .unwrap_or(false)
 }
+
+/// The path of the kube-apiserver container's liveness probe (for `audit`).
+pub fn liveness_path(text: &str) -> Option<String> {
+    let root = yaml_tree::parse(text).ok()?;
+    let c = edit::container(&root).ok()?;
+    c.get("livenessProbe")?
+        .get("httpGet")?
+        .get("path")?
+        .as_str()
+        .map(str::to_owned)
+}

@@ -399,6 +399,27 @@ fn provider_name(p: &ProviderConfiguration) -> String {
 }
 
 fn kms_socket_checks(cfg: &EncryptionConfiguration, manifest: Option<&str>, out: &mut Vec<Check>) {
+    let uses_kms = cfg
+        .resources
+        .iter()
+        .flat_map(|r| r.providers.iter())
+        .any(|p| matches!(p, ProviderConfiguration::Kms(_)));
+    if let (true, Some(path)) = (uses_kms, manifest.and_then(apiserver::liveness_path)) {
+        if path.contains("exclude=kms-providers") {
+            out.push(Check::pass(
+                "apiserver-livez",
+                format!(
+                    "kube-apiserver's liveness probe ({path}) does not depend on the KMS plugin"
+                ),
+            ));
+        } else {
+            out.push(Check::warn(
+                "apiserver-livez",
+                format!("kube-apiserver's liveness probe ({path}) includes the KMS check: a plugin outage makes kubelet restart kube-apiserver over and over"),
+                "set the livenessProbe path to /livez?exclude=kms-providers (keep /readyz as it is), see docs/deploy.md",
+            ));
+        }
+    }
     let mut seen = Vec::new();
     for p in cfg.resources.iter().flat_map(|r| r.providers.iter()) {
         let ProviderConfiguration::Kms(k) = p else {
