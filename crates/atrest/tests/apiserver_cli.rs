@@ -405,3 +405,62 @@ fn flavors_print_snippets_and_touch_nothing() {
         Some("/var/etc/atrest/enc.yaml")
     );
 }
+
+#[test]
+fn config_in_a_broad_or_already_mounted_directory() {
+    let (_, original) = kubeadm_manifests().pop().unwrap();
+    // Directly in /etc/kubernetes (next to admin.conf): only the file is mounted.
+    let node = Node::new(&original);
+    let enc = node.root.join("enc.yaml");
+    std::fs::copy(node.enc(), &enc).unwrap();
+    let (manifest, enc_s) = (node.manifest_arg(), enc.display().to_string());
+    let backups = node.backups().display().to_string();
+    let out = atrest(&[
+        "apiserver",
+        "enable",
+        "--manifest",
+        &manifest,
+        "--config",
+        &enc_s,
+        "--backup-dir",
+        &backups,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let now = node.read();
+    assert!(
+        now.contains(&format!("  - hostPath:\n      path: {enc_s}\n      type: File\n    name: atrest-encryption-config\n")),
+        "{now}"
+    );
+    assert!(now.contains(&format!(
+        "    - mountPath: {enc_s}\n      name: atrest-encryption-config\n      readOnly: true\n"
+    )));
+
+    // In a directory kubeadm already mounts at the same path (here: its pki directory): only
+    // the flag is added.
+    let pki = node.root.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let in_pki = pki.join("enc.yaml");
+    std::fs::copy(node.enc(), &in_pki).unwrap();
+    let with_pki = original.replace("/etc/kubernetes/pki", &pki.display().to_string());
+    std::fs::write(node.manifest(), &with_pki).unwrap();
+    let in_pki_s = in_pki.display().to_string();
+    let out = atrest(&[
+        "apiserver",
+        "enable",
+        "--manifest",
+        &manifest,
+        "--config",
+        &in_pki_s,
+        "--backup-dir",
+        &backups,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("k8s-certs"),
+        "{}",
+        text(&out.stderr)
+    );
+    let now = node.read();
+    let flag = format!("    - --encryption-provider-config={in_pki_s}\n");
+    assert_eq!(now.replace(&flag, ""), with_pki, "only the flag: {now}");
+}

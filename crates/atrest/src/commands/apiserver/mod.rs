@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::common::print_stdout;
 use anyhow::{bail, Context};
 use atrest_core::config::{self, LoadOptions, ProviderConfiguration};
 
@@ -125,6 +126,8 @@ fn too_broad(dir: &Path, manifests_dir: &Path) -> bool {
     .iter()
     .any(|d| Path::new(d) == dir)
         || dir == manifests_dir
+        // kubeadm's /etc/kubernetes wherever it is: it holds admin.conf and super-admin.conf.
+        || Some(dir) == manifests_dir.parent()
 }
 
 fn enable(args: &EnableArgs) -> anyhow::Result<ExitCode> {
@@ -141,19 +144,16 @@ fn enable(args: &EnableArgs) -> anyhow::Result<ExitCode> {
 
     if let Some(f) = args.common.flavor {
         let mount = config_dir.to_string_lossy();
-        print!(
-            "{}",
-            flavor::snippet(
-                f,
-                &Wiring {
-                    config: &config_path,
-                    config_mount: &mount,
-                    socket_dir: socket_dir.as_deref(),
-                    automatic_reload: args.automatic_reload,
-                },
-                false,
-            )
-        );
+        print_stdout(&flavor::snippet(
+            f,
+            &Wiring {
+                config: &config_path,
+                config_mount: &mount,
+                socket_dir: socket_dir.as_deref(),
+                automatic_reload: args.automatic_reload,
+            },
+            false,
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -262,19 +262,16 @@ fn disable(args: &DisableArgs) -> anyhow::Result<ExitCode> {
             .parent()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        print!(
-            "{}",
-            flavor::snippet(
-                f,
-                &Wiring {
-                    config: &config,
-                    config_mount: &mount,
-                    socket_dir: socket.as_deref(),
-                    automatic_reload: true,
-                },
-                true,
-            )
-        );
+        print_stdout(&flavor::snippet(
+            f,
+            &Wiring {
+                config: &config,
+                config_mount: &mount,
+                socket_dir: socket.as_deref(),
+                automatic_reload: true,
+            },
+            true,
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     let (manifest, manifests_dir) = write::resolve(&args.common.manifest)?;
@@ -298,19 +295,22 @@ fn finish(
     updated: &str,
 ) -> anyhow::Result<ExitCode> {
     if updated == original {
-        println!(
-            "{}: already up to date, nothing changed",
+        print_stdout(&format!(
+            "{}: already up to date, nothing changed\n",
             manifest.display()
-        );
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     if common.dry_run {
         let name = manifest.display().to_string();
         let diff = similar::TextDiff::from_lines(original, updated);
-        print!(
-            "{}",
-            diff.unified_diff().context_radius(3).header(&name, &name)
-        );
+        print_stdout(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&name, &name)
+                .to_string(),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     let backup_dir = common
@@ -319,13 +319,13 @@ fn finish(
         .unwrap_or_else(write::default_backup_dir);
     let backup = write::backup(manifest, manifests_dir, original.as_bytes(), &backup_dir)?;
     write::replace(manifest, manifests_dir, updated.as_bytes())?;
-    println!("backup: {}", backup.display());
-    println!(
-        "updated {}; kubelet restarts kube-apiserver with it (restore: cp {} {})",
+    print_stdout(&format!(
+        "backup: {}\nupdated {}; kubelet restarts kube-apiserver with it (restore: cp {} {})\n",
+        backup.display(),
         manifest.display(),
         backup.display(),
         manifest.display()
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::common::print_stdout;
 use super::kms::{BackendKind, ServeArgs};
 
 #[derive(clap::Args)]
@@ -40,14 +41,14 @@ pub fn run_unit(args: &UnitArgs) -> anyhow::Result<ExitCode> {
     };
     let tokens = serve_tokens(&["--binary"])?;
     let plan = Plan::new(&args.serve)?;
-    print!("{}", unit::render(&binary, &tokens, &plan)?);
+    print_stdout(&unit::render(&binary, &tokens, &plan)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_manifest(args: &ManifestArgs) -> anyhow::Result<ExitCode> {
     let tokens = serve_tokens(&["--image"])?;
     let plan = Plan::new(&args.serve)?;
-    print!("{}", pod::render(&args.image, &tokens, &plan)?);
+    print_stdout(&pod::render(&args.image, &tokens, &plan)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
