@@ -146,7 +146,8 @@ fn member_args(
     peer: u16,
     cluster: &str,
     token: &str,
-    tls: Option<&TlsFiles>,
+    // The certificates, and whether clients must present one.
+    tls: Option<(&TlsFiles, bool)>,
 ) -> Vec<String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut args = vec![
@@ -165,16 +166,25 @@ fn member_args(
         "--heartbeat-interval=50".into(),
         "--election-timeout=500".into(),
     ];
-    if let Some(t) = tls {
+    if let Some((t, client_auth)) = tls {
         args.push(format!("--cert-file={}", t.server_cert.display()));
         args.push(format!("--key-file={}", t.server_key.display()));
-        args.push(format!("--trusted-ca-file={}", t.ca.display()));
-        args.push("--client-cert-auth=true".into());
+        // etcd requires client certificates as soon as it has a trusted CA, whatever
+        // --client-cert-auth says: without client auth it gets no CA at all.
+        if client_auth {
+            args.push(format!("--trusted-ca-file={}", t.ca.display()));
+            args.push("--client-cert-auth=true".into());
+        }
     }
     args
 }
 
-fn start_members(dir: &Path, n: usize, tls: Option<&TlsFiles>) -> Vec<EtcdMember> {
+fn start_members(
+    dir: &Path,
+    n: usize,
+    tls: Option<&TlsFiles>,
+    client_auth: bool,
+) -> Vec<EtcdMember> {
     let ports = free_ports(2 * n);
     let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
     let cluster = names
@@ -200,7 +210,7 @@ fn start_members(dir: &Path, n: usize, tls: Option<&TlsFiles>) -> Vec<EtcdMember
                 ports[2 * i + 1],
                 &cluster,
                 &token,
-                tls,
+                tls.map(|t| (t, client_auth)),
             ),
             child: None,
             scheme: if tls.is_some() { "https" } else { "http" },
@@ -282,17 +292,23 @@ pub struct EtcdServer {
 impl EtcdServer {
     /// Plain HTTP on a free loopback port.
     pub fn start() -> EtcdServer {
-        Self::start_with(None)
+        Self::start_with(None, false)
     }
 
     /// HTTPS with client-certificate authentication; certificates are generated fresh.
     pub fn start_tls() -> EtcdServer {
-        Self::start_with(Some(TlsFiles::generate()))
+        Self::start_with(Some(TlsFiles::generate()), true)
     }
 
-    fn start_with(tls: Option<TlsFiles>) -> EtcdServer {
+    /// HTTPS that accepts clients without a certificate (a misconfiguration `atrest audit` must
+    /// report); the client certificate is still accepted when presented.
+    pub fn start_tls_without_client_auth() -> EtcdServer {
+        Self::start_with(Some(TlsFiles::generate()), false)
+    }
+
+    fn start_with(tls: Option<TlsFiles>, client_auth: bool) -> EtcdServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut members = start_members(dir.path(), 1, tls.as_ref());
+        let mut members = start_members(dir.path(), 1, tls.as_ref(), client_auth);
         wait_ready(&mut members, tls.as_ref());
         EtcdServer {
             member: members.pop().expect("one member"),
@@ -343,7 +359,7 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     pub fn start(n: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut members = start_members(dir.path(), n, None);
+        let mut members = start_members(dir.path(), n, None, false);
         wait_ready(&mut members, None);
         EtcdCluster { members, _dir: dir }
     }

@@ -58,6 +58,12 @@ enum Command {
     Backup(commands::backup::BackupCommand),
     /// Print the version and whether the AWS-LC FIPS module is in use.
     Version(commands::version::VersionArgs),
+    /// Wire encryption at rest into kube-apiserver's static-pod manifest (kubeadm), or print the
+    /// k3s/rke2/Talos equivalent.
+    #[command(subcommand)]
+    Apiserver(commands::apiserver::ApiserverCommand),
+    /// Check a control-plane node's encryption at rest: flag, file modes, providers, etcd data.
+    Audit(commands::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +86,8 @@ fn main() -> ExitCode {
         Command::Snapshot(cmd) => commands::snapshot::run(cmd),
         Command::Backup(cmd) => commands::backup::run(cmd),
         Command::Version(args) => commands::version::run(args),
+        Command::Apiserver(cmd) => commands::apiserver::run(cmd),
+        Command::Audit(args) => commands::audit::run(args),
     };
     match result {
         Ok(code) => code,

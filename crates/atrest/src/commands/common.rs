@@ -18,3 +18,13 @@ pub fn load_transformers(
         .with_context(|| format!("building transformers from {}", path.display()))?;
     Ok((config, transformers))
 }
+
+/// Prints `text` on stdout; a reader that went away (`| head`) is a quiet success, not a panic.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.context("writing to stdout")?),
+    }
+}

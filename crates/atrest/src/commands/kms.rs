@@ -36,6 +36,10 @@ pub enum KmsCommand {
     Status(StatusArgs),
     /// Measure calls/s and latency of any KMS v2 plugin.
     Bench(BenchArgs),
+    /// Print a systemd unit that runs `kms serve` with these flags (sandboxed, before kubelet).
+    Unit(Box<super::kms_deploy::UnitArgs>),
+    /// Print a static-pod manifest that runs `kms serve` with these flags in kube-system.
+    Manifest(Box<super::kms_deploy::ManifestArgs>),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -258,6 +262,8 @@ pub fn run(cmd: KmsCommand) -> anyhow::Result<ExitCode> {
         KmsCommand::Pkcs11Keygen(args) => pkcs11_keygen(&args),
         KmsCommand::Status(args) => status(&args),
         KmsCommand::Bench(args) => bench(&args),
+        KmsCommand::Unit(args) => super::kms_deploy::run_unit(&args),
+        KmsCommand::Manifest(args) => super::kms_deploy::run_manifest(&args),
     }
 }
 

@@ -2,6 +2,8 @@
 //! core-providers; config core-config; kms kms; status/get/rewrite/etcd_args etcd; snapshot/backup
 //! snapshot.
 
+pub mod apiserver;
+pub mod audit;
 pub mod backup;
 pub mod backup_snapshot;
 pub mod bench;
@@ -15,6 +17,7 @@ pub mod get;
 pub mod keygen;
 pub mod kms;
 pub mod object_name;
+pub mod kms_deploy;
 pub mod report_output;
 pub mod rewrite;
 pub mod snapshot;
