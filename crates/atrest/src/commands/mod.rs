@@ -12,6 +12,7 @@ pub mod etcd_args;
 pub mod get;
 pub mod keygen;
 pub mod kms;
+pub mod monitor;
 pub mod report_output;
 pub mod rewrite;
 pub mod snapshot;
