@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use atrest_core::config::{content_hash, load_file, LoadOptions};
+use atrest_core::config::{content_hash, load_file, EncryptionConfiguration, LoadOptions};
 use atrest_core::kms::KmsConnector;
 use atrest_core::Transformers;
 use zeroize::Zeroizing;
@@ -16,6 +16,7 @@ use crate::MonitorError;
 
 /// One applied config.
 pub struct Loaded {
+    pub config: EncryptionConfiguration,
     /// `sha256:<hex>` of the file's bytes.
     pub hash: String,
     pub transformers: Transformers,
@@ -62,12 +63,23 @@ impl ConfigSource {
             message,
         };
         let config = load_file(&self.path, &self.opts).map_err(|e| err(e.to_string()))?;
+        self.build(config)
+    }
+
+    /// Fresh transformers (new KMS v2 states, nothing cached) for an already loaded config. Every
+    /// scan starts with these, so a KMS key_id seen by the monitor is the one the scan uses.
+    pub fn build(&self, config: EncryptionConfiguration) -> Result<Loaded, MonitorError> {
         let observing = ObservingConnector::new(Arc::clone(&self.connector));
         let kms = observing.states();
-        let transformers =
-            Transformers::build(&config, Arc::new(observing)).map_err(|e| err(e.to_string()))?;
+        let transformers = Transformers::build(&config, Arc::new(observing)).map_err(|e| {
+            MonitorError::Config {
+                path: self.path.display().to_string(),
+                message: e.to_string(),
+            }
+        })?;
         Ok(Loaded {
-            hash: config.content_hash,
+            hash: config.content_hash.clone(),
+            config,
             transformers,
             kms,
         })

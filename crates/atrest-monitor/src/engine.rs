@@ -28,8 +28,7 @@ use crate::counts::{Classifier, Counts};
 use crate::metrics::{now_seconds, MonitorMetrics, Published};
 use crate::MonitorOptions;
 
-/// How often the watch is asked for progress (advances `atrest_watch_revision` on a quiet
-/// cluster); three intervals without any answer count as a dead connection.
+/// How often the watch is asked for progress (advances `atrest_watch_revision` on a quiet cluster).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -136,7 +135,13 @@ impl Engine {
     /// One scan and the watch after it.
     async fn cycle(&mut self, conn: &EtcdConnection, reason: &'static str) -> Next {
         self.metrics.resync(reason);
-        self.reload_if_changed();
+        if !self.reload_if_changed() {
+            // Fresh KMS v2 trackers: the scan must use the key_ids the plugins say now.
+            match self.source.build(self.loaded.config.clone()) {
+                Ok(fresh) => self.use_config(fresh),
+                Err(e) => tracing::error!(error = %e, "rebuilding the transformers failed"),
+            }
+        }
         self.probe_kms().await;
         let generation = self.loaded.kms.generation();
         let started = Instant::now();
@@ -216,12 +221,10 @@ impl Engine {
         let mut config_tick = interval(self.opts.config_poll);
         let mut kms_tick = interval(self.opts.kms_poll);
         let mut progress_tick = interval(PROGRESS_INTERVAL);
-        let mut last_answer = Instant::now();
         loop {
             tokio::select! {
                 message = stream.message() => match message {
                     Ok(Some(resp)) => {
-                        last_answer = Instant::now();
                         self.metrics.etcd_up.set(1);
                         if resp.compact_revision() > 0 {
                             tracing::warn!(compact_revision = resp.compact_revision(), "watch revision was compacted; rescanning");
@@ -265,10 +268,8 @@ impl Engine {
                     }
                 }
                 _ = progress_tick.tick() => {
-                    if last_answer.elapsed() > 3 * PROGRESS_INTERVAL {
-                        self.etcd_down("no answer on the watch stream");
-                        return Next::Reconnect;
-                    }
+                    // A dead connection is found by the client's HTTP/2 keep-alive (the stream
+                    // errors); the answer to this only moves atrest_watch_revision on.
                     if let Err(e) = stream.request_progress().await {
                         self.etcd_down(&describe(&e));
                         return Next::Reconnect;
@@ -338,6 +339,11 @@ impl Engine {
         let _ = tokio::task::spawn_blocking(move || kms.probe()).await;
     }
 
+    fn use_config(&mut self, loaded: Loaded) {
+        self.classifier = Classifier::new(loaded.transformers.clone(), &self.opts.etcd_prefix);
+        self.loaded = loaded;
+    }
+
     /// Applies the config file if its hash changed; `true` when a new config is in force.
     fn reload_if_changed(&mut self) -> bool {
         let hash = match self.source.current_hash() {
@@ -358,11 +364,9 @@ impl Engine {
         match self.source.load() {
             Ok(loaded) => {
                 tracing::info!(old = %self.loaded.hash, new = %loaded.hash, file = %self.source.path().display(), "config changed; applying it");
-                self.classifier =
-                    Classifier::new(loaded.transformers.clone(), &self.opts.etcd_prefix);
                 self.metrics.set_config_hash(&loaded.hash);
                 self.metrics.reload("success");
-                self.loaded = loaded;
+                self.use_config(loaded);
                 self.failed_hash = None;
                 true
             }
