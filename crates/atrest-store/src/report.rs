@@ -63,6 +63,60 @@ pub struct Row {
     pub objects: Option<Vec<String>>,
 }
 
+/// What one object counts as in [`Totals`] — and in `atrest monitor`'s `state` label, so the
+/// monitor's gauges add up to `status`'s totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectState {
+    /// Covered, readable and written by the current write provider/key.
+    Current,
+    /// Covered, encrypted, but not by the current write provider/key.
+    Stale,
+    /// Covered by an encrypting provider but stored in plaintext.
+    Unencrypted,
+    /// The resource is not covered by the config (or the key maps to no resource).
+    NotCovered,
+    /// Matches no configured prefix (or, with `verify`, does not decrypt).
+    Unreadable,
+}
+
+impl ObjectState {
+    /// The one mapping from a classified value to its state (`plaintext`: read by identity).
+    pub fn of(covered: bool, unreadable: bool, stale: Option<bool>, plaintext: bool) -> Self {
+        if unreadable {
+            ObjectState::Unreadable
+        } else if !covered {
+            ObjectState::NotCovered
+        } else if stale == Some(true) {
+            if plaintext {
+                ObjectState::Unencrypted
+            } else {
+                ObjectState::Stale
+            }
+        } else {
+            ObjectState::Current
+        }
+    }
+
+    /// `current`, `stale`, `unencrypted`, `not_covered`, `unreadable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectState::Current => "current",
+            ObjectState::Stale => "stale",
+            ObjectState::Unencrypted => "unencrypted",
+            ObjectState::NotCovered => "not_covered",
+            ObjectState::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl Row {
+    /// What the objects of this row count as.
+    pub fn state(&self) -> ObjectState {
+        let plaintext = self.provider == atrest_core::ProviderKind::Identity.to_string();
+        ObjectState::of(self.covered, self.unreadable, self.stale, plaintext)
+    }
+}
+
 /// Counts over all rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
@@ -268,28 +322,29 @@ impl StatusReportBuilder {
         } else {
             t.uncovered += 1;
         }
-        if unreadable {
-            t.unreadable += 1;
-            if self.unreadable.len() < MAX_UNREADABLE_LISTED {
-                let error = c
-                    .error
-                    .unwrap_or_else(|| "key does not map to a resource".into());
-                self.unreadable.push(Unreadable {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    error,
-                });
-            }
-        } else if c.covered {
-            if c.stale == Some(true) {
-                t.stale += 1;
-                if plaintext {
-                    t.unencrypted_covered += 1;
-                } else {
-                    t.stale_encrypted += 1;
+        match ObjectState::of(c.covered, unreadable, c.stale, plaintext) {
+            ObjectState::Unreadable => {
+                t.unreadable += 1;
+                if self.unreadable.len() < MAX_UNREADABLE_LISTED {
+                    let error = c
+                        .error
+                        .unwrap_or_else(|| "key does not map to a resource".into());
+                    self.unreadable.push(Unreadable {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        error,
+                    });
                 }
-            } else {
-                t.current += 1;
             }
+            ObjectState::NotCovered => {}
+            ObjectState::Unencrypted => {
+                t.stale += 1;
+                t.unencrypted_covered += 1;
+            }
+            ObjectState::Stale => {
+                t.stale += 1;
+                t.stale_encrypted += 1;
+            }
+            ObjectState::Current => t.current += 1,
         }
         let bucket = self.rows.entry(row_key).or_insert(Bucket {
             covered: c.covered,

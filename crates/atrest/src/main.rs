@@ -46,6 +46,8 @@ enum Command {
     Kms(commands::kms::KmsCommand),
     /// Report which objects in etcd are encrypted, with what, and whether they are current.
     Status(commands::status::StatusArgs),
+    /// Export live encryption coverage of etcd as Prometheus metrics (watch-driven).
+    Monitor(commands::monitor::MonitorArgs),
     /// Fetch, decrypt and decode one object from etcd.
     Get(commands::get::GetArgs),
     /// Re-encrypt every object not written by its current write key, safely and resumably.
@@ -69,7 +71,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `kms serve` sets up its own logging (--log-format json, info level by default).
-    if !matches!(&cli.command, Command::Kms(k) if commands::kms::inits_logging(k)) {
+    // So does `monitor`.
+    let own_logging = match &cli.command {
+        Command::Kms(k) => commands::kms::inits_logging(k),
+        Command::Monitor(_) => true,
+        _ => false,
+    };
+    if !own_logging {
         init_logging();
     }
     let result = match cli.command {
@@ -81,6 +89,7 @@ fn main() -> ExitCode {
         Command::Config(cmd) => commands::config::run(cmd),
         Command::Kms(cmd) => commands::kms::run(cmd),
         Command::Status(args) => commands::status::run(args),
+        Command::Monitor(args) => commands::monitor::run(args),
         Command::Get(args) => commands::get::run(args),
         Command::Rewrite(args) => commands::rewrite::run(args),
         Command::Snapshot(cmd) => commands::snapshot::run(cmd),

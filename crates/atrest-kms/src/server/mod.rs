@@ -73,11 +73,8 @@ pub enum ServeError {
     },
     #[error("unknown group {0:?}")]
     UnknownGroup(String),
-    #[error("metrics listener {addr}: {source}")]
-    Metrics {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error("metrics listener: {0}")]
+    Metrics(atrest_http::HttpError),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -171,7 +168,7 @@ pub async fn start(
     config: ServeConfig,
     backend: Arc<dyn KeyBackend>,
 ) -> Result<ServerHandle, ServeError> {
-    let metrics = Arc::new(metrics::Metrics::new(backend.kind()));
+    let metrics = Arc::new(metrics::Metrics::new(backend.kind(), config.v1beta1));
     let health = Arc::new(health::HealthState::new(Arc::clone(&metrics)));
     health::check(backend.as_ref(), &health, &metrics, config.call_timeout).await;
     if let health::Health::Failing(reason) = health.get() {
@@ -180,11 +177,7 @@ pub async fn start(
 
     let bound = listener::bind(&config.endpoint, config.socket_group)?;
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            metrics::bind(addr)
-                .await
-                .map_err(|source| ServeError::Metrics { addr, source })?,
-        ),
+        Some(addr) => Some(atrest_http::bind(addr).await.map_err(ServeError::Metrics)?),
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -235,9 +228,14 @@ pub async fn start(
             config.health_interval,
             config.call_timeout,
         ));
-        let metrics_task = metrics_listener
-            .map(|l| tokio::spawn(metrics::serve(l, Arc::clone(&metrics), Arc::clone(&health))));
-        (health_task, metrics_task)
+        let metrics_server = metrics_listener.map(|l| {
+            atrest_http::spawn(
+                l,
+                metrics::endpoints(&metrics, Arc::clone(&health)),
+                atrest_http::Limits::default(),
+            )
+        });
+        (health_task, metrics_server)
     };
     let task = tokio::spawn(async move {
         let result = router
@@ -246,9 +244,7 @@ pub async fn start(
             })
             .await;
         background.0.abort();
-        if let Some(m) = background.1 {
-            m.abort();
-        }
+        drop(background.1);
         if let Some(path) = socket_file {
             let _ = std::fs::remove_file(&path);
         }

@@ -68,7 +68,7 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect metrics");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await
         .expect("write");
     let mut buf = String::new();

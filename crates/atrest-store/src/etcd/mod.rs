@@ -9,7 +9,9 @@ pub mod rewrite;
 pub mod scan;
 pub mod status;
 
-pub use client::{connect, describe, get_one, is_transient, EtcdConnection, EtcdSettings};
+pub use client::{
+    connect, describe, get_one, is_transient, EtcdConnection, EtcdSettings, MAX_RESPONSE_BYTES,
+};
 
 /// Errors talking to etcd or walking it. `Display` names the endpoint, key or file involved.
 #[derive(Debug, thiserror::Error)]

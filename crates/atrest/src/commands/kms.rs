@@ -273,7 +273,7 @@ pub fn connector() -> Arc<dyn atrest_core::kms::KmsConnector> {
     Arc::new(atrest_kms::client::GrpcKms::new())
 }
 
-fn init_serve_logging(format: LogFormat) {
+pub(crate) fn init_serve_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ATREST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -18,6 +18,7 @@ pub mod keygen;
 pub mod kms;
 pub mod object_name;
 pub mod kms_deploy;
+pub mod monitor;
 pub mod report_output;
 pub mod rewrite;
 pub mod snapshot;
