@@ -74,6 +74,7 @@ fn etcd_key(args: &GetArgs) -> anyhow::Result<(String, GroupResource)> {
 pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let (key, gr) = etcd_key(&args)?;
     let (_, transformers) = args.config.load()?;
+    super::common::check_kms_for(&transformers.for_resource(&gr))?;
     let rt = runtime()?;
     let conn = args.etcd.connect(&rt)?;
     let Some((stored, mod_revision, _)) =
@@ -84,7 +85,10 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let outcome = match transformers.for_resource(&gr).read(&stored, key.as_bytes()) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!(
+            if let Some(outage) = super::common::outage_of(&e, "nothing was printed") {
+                return Err(outage.context(format!("reading etcd key {key}")));
+            }
+            note!(
                 "error: cannot decrypt etcd key {key} (resource {gr}) with {}: {e}",
                 args.config.config.display()
             );
@@ -92,7 +96,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let p = &outcome.provider;
-    eprintln!(
+    note!(
         "# {key}: {}{}{}, {}, resourceVersion {mod_revision}",
         p.kind,
         p.key_name
@@ -125,7 +129,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
                 (api_version.as_str(), kind.as_str()),
                 ("v1", "Secret") | ("v1", "ConfigMap")
             ) {
-                eprintln!(
+                note!(
                     "# note: only apiVersion, kind and metadata are decoded for {api_version}/{kind}; -o raw prints the stored bytes"
                 );
             }
