@@ -9,7 +9,7 @@ mod snapshot_common;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use atrest_testkit::{sample, EtcdServer, KmsPlugin};
 use etcd_common::{atrest_cmd, code, load_sample, stderr};

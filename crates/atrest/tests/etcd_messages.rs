@@ -38,7 +38,8 @@ fn tls_mismatches_say_which_flag() {
     let out = atrest_in(dir.path(), &a);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("the server asks for a client certificate: give --cert and --key"),
+        stderr(&out).contains("client certificate")
+            && stderr(&out).contains("give --cert and --key"),
         "{}",
         stderr(&out)
     );

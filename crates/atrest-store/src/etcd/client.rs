@@ -156,13 +156,20 @@ fn tls_hint(settings: &EtcdSettings, endpoints: &[String], detail: &str) -> Opti
             "broken pipe",
             "h2 protocol error",
             "frame with invalid size",
-        ]) {
+        ]) || (detail.ends_with("transport error")
+            && !has(&["Connection refused", "tcp connect"]))
+        {
             return Some(format!(
                 "{} is plain http; if the server uses TLS, use https:// endpoints with --cacert (and --cert/--key when it asks for client certificates)",
                 plain.join(",")
             ));
         }
         return None;
+    }
+    let bare = detail.ends_with("transport error") && !has(&["Connection refused", "tcp connect"]);
+    if settings.cert.is_none() && bare {
+        // The refused handshake often surfaces only as a bare transport error.
+        return Some("if the server asks for client certificates, give --cert and --key (signed by a CA the server trusts)".to_string());
     }
     if has(&[
         "CertificateRequired",

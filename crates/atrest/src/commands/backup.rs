@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use atrest_backup::{keys, Identity, KmsIdentity, KmsRecipient, Recipient, SecretString, Summary};

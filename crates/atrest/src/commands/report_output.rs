@@ -39,7 +39,8 @@ pub fn write_document<T: serde::Serialize + ?Sized>(
             out.write_all(super::yaml_output::single(&json)?.as_bytes())?;
         }
         OutputFormat::Json | OutputFormat::Table => {
-            serde_json::to_writer_pretty(&mut *out, value)?;
+            // As an io::Error, so that a closed pipe stays recognizable.
+            serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
     }
