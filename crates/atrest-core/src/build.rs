@@ -22,7 +22,7 @@ use crate::providers::secretbox::SecretboxKey;
 use crate::providers::{Provider, AESCBC_PREFIX, AESGCM_PREFIX, SECRETBOX_PREFIX};
 use crate::resource::GroupResource;
 use crate::transformer::{
-    ProviderKind, ResourceTransformer, TransformError, TransformerLookup, Transformers,
+    KmsOutage, ProviderKind, ResourceTransformer, TransformError, TransformerLookup, Transformers,
 };
 
 /// Knobs for [`Transformers::build_with`]; the default is kube-apiserver 1.36.
@@ -123,6 +123,10 @@ impl TransformerLookup for Lookup {
     fn covers(&self, gr: &GroupResource) -> bool {
         self.config.providers_for(gr).is_some()
     }
+
+    fn check_kms(&self) -> Result<(), KmsOutage> {
+        self.instances.iter().try_for_each(|(_, p)| p.check_kms())
+    }
 }
 
 fn build_err(err: TransformError) -> ConfigError {
@@ -204,7 +208,12 @@ fn build_kms(
             let service = kms
                 .connect_v1(&k.name, &k.endpoint, k.timeout)
                 .map_err(|e| probe_err("v1", e))?;
-            Ok(Arc::new(KmsV1Provider::new(&k.name, k.cachesize, service)))
+            Ok(Arc::new(KmsV1Provider::new(
+                &k.name,
+                &k.endpoint,
+                k.cachesize,
+                service,
+            )))
         }
         KmsApiVersion::V2 => {
             let service = kms
@@ -212,6 +221,7 @@ fn build_kms(
                 .map_err(|e| probe_err("v2", e))?;
             Ok(Arc::new(KmsV2Provider::new(
                 &k.name,
+                &k.endpoint,
                 service,
                 &options.kms_v2,
             )))

@@ -14,17 +14,35 @@ use zeroize::Zeroizing;
 pub mod testing;
 
 /// What went wrong talking to a KMS plugin.
+///
+/// Every variant but [`Rejected`](KmsError::Rejected) is an *outage* ([`KmsError::is_outage`]): the
+/// plugin or its key backend cannot be used right now, which says nothing about the value that was
+/// being decrypted. Only `Rejected` means "this plugin will not decrypt this ciphertext".
 #[derive(Debug, thiserror::Error)]
 pub enum KmsError {
     /// The plugin could not be reached or the call timed out.
     #[error("KMS plugin {endpoint} unavailable: {reason}")]
     Unavailable { endpoint: String, reason: String },
-    /// The plugin answered with an error (gRPC status, backend failure, refusal).
+    /// The plugin answered, but with an error that says it or its key backend is not working
+    /// (gRPC `Unavailable`, `Internal`, `Unknown`, `PermissionDenied`, ...: a sealed Vault, an
+    /// unreachable HSM). `reason` is the error as the plugin sent it.
+    #[error("{reason}")]
+    Failing { endpoint: String, reason: String },
+    /// The plugin refused this request's data (gRPC `InvalidArgument`, `NotFound`, `DataLoss`,
+    /// `OutOfRange`: unknown key id, ciphertext that does not authenticate).
     #[error("{0}")]
     Rejected(String),
     /// The plugin's answer broke the API contract (empty key_id, wrong version, too large, ...).
     #[error("invalid KMS plugin response: {0}")]
     InvalidResponse(String),
+}
+
+impl KmsError {
+    /// Whether the error says the plugin (or its backend) is not usable right now, as opposed to
+    /// refusing the data it was given. An outage is never evidence that a value is undecryptable.
+    pub fn is_outage(&self) -> bool {
+        !matches!(self, KmsError::Rejected(_))
+    }
 }
 
 /// KMS v2 `StatusResponse`.

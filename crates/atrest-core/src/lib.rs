@@ -30,7 +30,8 @@ pub use build::BuildOptions;
 pub use config::{EncryptionConfiguration, LoadOptions};
 pub use resource::GroupResource;
 pub use transformer::{
-    ProviderInfo, ProviderKind, ReadOutcome, ResourceTransformer, TransformError, Transformers,
+    FailureKind, KmsOutage, ProviderInfo, ProviderKind, ReadOutcome, ResourceTransformer,
+    TransformError, Transformers,
 };
 
 /// Loads `path` with kube-apiserver's rules ([`config::load_file`]) and builds every resource's

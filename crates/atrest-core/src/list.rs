@@ -6,7 +6,8 @@ use std::sync::Arc;
 use crate::prefix;
 use crate::providers::{identity, KeyRef, Provider};
 use crate::transformer::{
-    Identified, ProviderInfo, ProviderKind, ReadOutcome, ResourceTransform, TransformError,
+    Identified, KmsOutage, ProviderInfo, ProviderKind, ReadOutcome, ResourceTransform,
+    TransformError,
 };
 
 const NO_MATCHING_PREFIX: &str = "no matching prefix found";
@@ -66,16 +67,24 @@ impl ResourceTransform for ProviderList {
         }
     }
 
-    fn identify(&self, stored: &[u8]) -> Option<Identified> {
+    fn identify(&self, stored: &[u8]) -> Result<Option<Identified>, TransformError> {
         // The first provider whose prefix matches and that does not refuse the body outright.
-        self.providers.iter().enumerate().find_map(|(index, p)| {
-            let body = stored.strip_prefix(p.prefix())?;
-            let (key, inner_stale) = p.identify(body)?;
-            Some(Identified {
-                provider: info(p.kind(), index, key),
-                stale: inner_stale || index != 0,
-            })
-        })
+        for (index, p) in self.providers.iter().enumerate() {
+            let Some(body) = stored.strip_prefix(p.prefix()) else {
+                continue;
+            };
+            if let Some((key, inner_stale)) = p.identify(body)? {
+                return Ok(Some(Identified {
+                    provider: info(p.kind(), index, key),
+                    stale: inner_stale || index != 0,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn check_kms(&self) -> Result<(), KmsOutage> {
+        self.providers.iter().try_for_each(|p| p.check_kms())
     }
 }
 
@@ -97,10 +106,16 @@ impl ResourceTransform for StandaloneIdentity {
     fn write_provider(&self) -> ProviderInfo {
         info(ProviderKind::Identity, 0, KeyRef::default())
     }
-    fn identify(&self, stored: &[u8]) -> Option<Identified> {
-        (!stored.starts_with(crate::providers::ENCRYPTED_MARKER)).then(|| Identified {
-            provider: self.write_provider(),
-            stale: false,
-        })
+    fn identify(&self, stored: &[u8]) -> Result<Option<Identified>, TransformError> {
+        Ok(
+            (!stored.starts_with(crate::providers::ENCRYPTED_MARKER)).then(|| Identified {
+                provider: self.write_provider(),
+                stale: false,
+            }),
+        )
+    }
+
+    fn check_kms(&self) -> Result<(), KmsOutage> {
+        Ok(())
     }
 }

@@ -73,6 +73,40 @@ pub struct Identified {
     pub stale: bool,
 }
 
+/// A KMS provider of the config that cannot be used right now: its plugin is not answering, says it
+/// is unhealthy, cannot say its current key ID, or its key backend fails. This is a property of the
+/// plugin, never of a stored value: callers stop (exit 1) instead of reporting values as unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsOutage {
+    /// The provider's `name` in the config.
+    pub provider: String,
+    /// The provider's `endpoint` in the config (`unix:///…`).
+    pub endpoint: String,
+    /// kube-apiserver's text for the failure (e.g. `failed to decrypt DEK, error: rpc error: …`).
+    pub message: String,
+}
+
+impl fmt::Display for KmsOutage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "KMS provider {:?} at {} is not available: {}",
+            self.provider, self.endpoint, self.message
+        )
+    }
+}
+
+impl std::error::Error for KmsOutage {}
+
+/// What a failed read means for the value: the distinction every report and exit code rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The value cannot be decrypted with this config (wrong key, corrupt, no matching prefix).
+    Undecryptable,
+    /// A KMS plugin or its backend is not answering; the value may be perfectly fine.
+    Outage,
+}
+
 /// Why a read or write failed. `Display` gives kube-apiserver's exact error text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransformError {
@@ -85,12 +119,35 @@ pub enum TransformError {
     /// collapse into one, and a single remaining message is printed without brackets.
     #[error("{}", aggregate_text(.0))]
     Aggregate(Vec<TransformError>),
+    /// A KMS provider could not be used (see [`KmsOutage`]); `Display` is upstream's text only.
+    #[error("{}", .0.message)]
+    Outage(KmsOutage),
 }
 
 impl TransformError {
     /// A single error with the given text.
     pub fn msg(text: impl Into<String>) -> Self {
         TransformError::Message(text.into())
+    }
+
+    /// The KMS outage behind this error, if any. An aggregate counts as an outage as soon as one
+    /// of the providers that tried failed for lack of its plugin: with the plugin back, the value
+    /// may read fine.
+    pub fn outage(&self) -> Option<&KmsOutage> {
+        match self {
+            TransformError::Outage(o) => Some(o),
+            TransformError::Aggregate(inner) => inner.iter().find_map(TransformError::outage),
+            TransformError::Message(_) => None,
+        }
+    }
+
+    /// Outage or undecryptable: callers stop on the first and list the second.
+    pub fn kind(&self) -> FailureKind {
+        if self.outage().is_some() {
+            FailureKind::Outage
+        } else {
+            FailureKind::Undecryptable
+        }
     }
 
     /// apimachinery's `Reduce(NewAggregate(errs))`: no error for an empty list, the error itself
@@ -108,6 +165,11 @@ impl TransformError {
             TransformError::Message(text) => {
                 if !out.contains(text) {
                     out.push(text.clone());
+                }
+            }
+            TransformError::Outage(o) => {
+                if !out.contains(&o.message) {
+                    out.push(o.message.clone());
                 }
             }
             TransformError::Aggregate(inner) => inner.iter().for_each(|e| e.collect_messages(out)),
@@ -145,9 +207,16 @@ impl ResourceTransformer {
     pub fn write_provider(&self) -> ProviderInfo {
         self.inner.write_provider()
     }
-    /// Classifies `stored` by prefix without decrypting; `None` when no prefix matches.
-    pub fn identify(&self, stored: &[u8]) -> Option<Identified> {
+    /// Classifies `stored` by prefix without decrypting; `Ok(None)` when no prefix matches. KMS v2
+    /// staleness needs the plugin's current key ID: when the plugin cannot say it, the error is a
+    /// [`TransformError::Outage`] (never a guess).
+    pub fn identify(&self, stored: &[u8]) -> Result<Option<Identified>, TransformError> {
         self.inner.identify(stored)
+    }
+    /// Makes sure every KMS v2 provider of this resource can say its current key ID now (one
+    /// `Status` call each at most): the check a command makes before it reports or writes anything.
+    pub fn check_kms(&self) -> Result<(), KmsOutage> {
+        self.inner.check_kms()
     }
 }
 
@@ -164,7 +233,8 @@ pub(crate) trait ResourceTransform: Send + Sync {
     fn read(&self, stored: &[u8], aad: &[u8]) -> Result<ReadOutcome, TransformError>;
     fn write(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, TransformError>;
     fn write_provider(&self) -> ProviderInfo;
-    fn identify(&self, stored: &[u8]) -> Option<Identified>;
+    fn identify(&self, stored: &[u8]) -> Result<Option<Identified>, TransformError>;
+    fn check_kms(&self) -> Result<(), KmsOutage>;
 }
 
 /// Every resource's transformer, built from a loaded config (resources the config does not cover get
@@ -184,9 +254,14 @@ impl Transformers {
     pub fn covers(&self, gr: &GroupResource) -> bool {
         self.inner.covers(gr)
     }
+    /// [`ResourceTransformer::check_kms`] for every KMS v2 provider of the config.
+    pub fn check_kms(&self) -> Result<(), KmsOutage> {
+        self.inner.check_kms()
+    }
 }
 
 pub(crate) trait TransformerLookup: Send + Sync {
     fn for_resource(&self, gr: &GroupResource) -> ResourceTransformer;
     fn covers(&self, gr: &GroupResource) -> bool;
+    fn check_kms(&self) -> Result<(), KmsOutage>;
 }

@@ -245,8 +245,8 @@ fn key_id_rotation_new_writes_carry_new_key_and_old_values_are_stale() {
     assert_eq!(read_old.plaintext, b"v1");
     assert_eq!(read_old.provider.key_id.as_deref(), Some("key-a"));
     assert!(read_old.stale, "a value under the previous key ID is stale");
-    assert!(t.identify(&old).unwrap().stale);
-    assert!(!t.identify(&new).unwrap().stale);
+    assert!(t.identify(&old).unwrap().unwrap().stale);
+    assert!(!t.identify(&new).unwrap().unwrap().stale);
     assert_eq!(plugin.count().1, 2, "one Encrypt per key ID");
 }
 

@@ -35,7 +35,7 @@ fn key_rotation_old_key_is_stale() {
         ),
         (Some(1), Some("old"), 0)
     );
-    assert!(t.identify(&old).unwrap().stale);
+    assert!(t.identify(&old).unwrap().unwrap().stale);
     let fresh = t.write(b"v", AAD).unwrap();
     assert!(!t.read(&fresh, AAD).unwrap().stale);
     assert!(fresh.starts_with(b"k8s:enc:aescbc:v1:new:"));
@@ -205,16 +205,19 @@ fn identify_classifies_without_decrypting() {
         ProviderConfiguration::Identity,
     ]));
     let garbage_under_old = b"k8s:enc:aescbc:v1:old:not really ciphertext";
-    let id = t.identify(garbage_under_old).unwrap();
+    let id = t.identify(garbage_under_old).unwrap().unwrap();
     assert_eq!(
         (id.provider.kind, id.provider.key_name.as_deref(), id.stale),
         (ProviderKind::AesCbc, Some("old"), true)
     );
-    let plain = t.identify(b"{}").unwrap();
+    let plain = t.identify(b"{}").unwrap().unwrap();
     assert_eq!(
         (plain.provider.kind, plain.stale),
         (ProviderKind::Identity, true)
     );
-    assert!(t.identify(b"k8s:enc:aescbc:v1:unknown:xx").is_none());
-    assert!(t.identify(b"k8s:enc:aesgcm:v1:new:xx").is_none());
+    assert!(t
+        .identify(b"k8s:enc:aescbc:v1:unknown:xx")
+        .unwrap()
+        .is_none());
+    assert!(t.identify(b"k8s:enc:aesgcm:v1:new:xx").unwrap().is_none());
 }

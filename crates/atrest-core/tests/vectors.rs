@@ -151,7 +151,7 @@ fn check_positive(env: &mut Env, file: &str) -> usize {
                 n + 1
             );
         }
-        let identified = t.for_resource(&gr).identify(&stored).unwrap();
+        let identified = t.for_resource(&gr).identify(&stored).unwrap().unwrap();
         assert_eq!(
             identified.provider.kind,
             out.provider.kind,

@@ -105,8 +105,24 @@ where
                     reason: rpc_error(&s),
                 })
             }
-            Ok(Err(s)) => return Err(KmsError::Rejected(rpc_error(&s))),
+            Ok(Err(s)) => return Err(answered_error(endpoint, &s)),
         }
+    }
+}
+
+/// An error the plugin answered with, classified by its gRPC code: only codes that are about the
+/// request's data (`InvalidArgument`, `NotFound`, `DataLoss`, `OutOfRange`) say a ciphertext will not
+/// decrypt; everything else (`Unavailable` from a sealed Vault, `Internal`, `Unknown`, permission
+/// and precondition failures) says the plugin or its backend is not working: an outage.
+fn answered_error(endpoint: &str, s: &tonic::Status) -> KmsError {
+    match s.code() {
+        Code::InvalidArgument | Code::NotFound | Code::DataLoss | Code::OutOfRange => {
+            KmsError::Rejected(rpc_error(s))
+        }
+        _ => KmsError::Failing {
+            endpoint: endpoint.to_string(),
+            reason: rpc_error(s),
+        },
     }
 }
 

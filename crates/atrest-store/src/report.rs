@@ -9,10 +9,13 @@
 //!   `keyID` stored in the EncryptedObject) and kube-apiserver's stale flag, or with `verify` the
 //!   provider that actually decrypted it;
 //! * no prefix matches, or (with `verify`) decryption fails → `unreadable`, `stale: null`.
+//!
+//! A KMS outage (plugin not answering, unhealthy, backend failing: [`KmsOutage`]) is never counted:
+//! [`StatusReportBuilder::add`] returns it and the caller stops, since no verdict can be given.
 
 use std::collections::{BTreeMap, HashMap};
 
-use atrest_core::{GroupResource, ProviderInfo, ResourceTransformer, Transformers};
+use atrest_core::{GroupResource, KmsOutage, ProviderInfo, ResourceTransformer, Transformers};
 use serde::Serialize;
 
 use crate::keymap;
@@ -160,6 +163,9 @@ pub struct StatusReport {
     /// The first [`MAX_UNREADABLE_LISTED`] unreadable values with their errors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreadable: Vec<Unreadable>,
+    /// Hints that the scan itself looks wrong (e.g. most keys do not fit `--etcd-prefix`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// How many unreadable values are listed with their error (all are counted).
@@ -202,6 +208,7 @@ pub struct StatusReportBuilder {
     rows: BTreeMap<RowKey, Bucket>,
     totals: Totals,
     unreadable: Vec<Unreadable>,
+    layout: layout::LayoutCheck,
 }
 
 /// How one value classifies (also used by `rewrite --dry-run` and `get`).
@@ -225,11 +232,12 @@ impl StatusReportBuilder {
             rows: BTreeMap::new(),
             totals: Totals::default(),
             unreadable: Vec::new(),
+            layout: layout::LayoutCheck::default(),
         }
     }
 
-    /// Classifies one value without counting it.
-    pub fn classify(&mut self, key: &[u8], value: &[u8]) -> Classification {
+    /// Classifies one value without counting it; a KMS outage is returned, never classified.
+    pub fn classify(&mut self, key: &[u8], value: &[u8]) -> Result<Classification, KmsOutage> {
         let Some(info) = keymap::parse_key(&self.opts.etcd_prefix, key) else {
             // Not an object key (kube-apiserver never reads it): counted as not covered.
             let provider = (!value.starts_with(b"k8s:enc:")).then_some(ProviderInfo {
@@ -239,13 +247,13 @@ impl StatusReportBuilder {
                 key_index: None,
                 key_id: None,
             });
-            return Classification {
+            return Ok(Classification {
                 resource: None,
                 covered: false,
                 provider,
                 stale: None,
                 error: None,
-            };
+            });
         };
         let transformers = &self.transformers;
         let (rt, covered, _) = self
@@ -274,25 +282,30 @@ impl StatusReportBuilder {
                     c.stale = covered.then_some(outcome.stale);
                 }
                 Err(e) => {
-                    c.provider = rt.identify(value).map(|i| i.provider);
+                    if let Some(outage) = e.outage() {
+                        return Err(outage.clone());
+                    }
+                    c.provider = rt.identify(value).ok().flatten().map(|i| i.provider);
                     c.error = Some(e.to_string());
                 }
             }
         } else {
             match rt.identify(value) {
-                Some(id) => {
+                Ok(Some(id)) => {
                     c.provider = Some(id.provider);
                     c.stale = covered.then_some(id.stale);
                 }
-                None => c.error = Some("no matching prefix found".into()),
+                Ok(None) => c.error = Some("no matching prefix found".into()),
+                Err(e) => return Err(outage_of(e)),
             }
         }
-        c
+        Ok(c)
     }
 
-    /// Counts one etcd key/value.
-    pub fn add(&mut self, key: &[u8], value: &[u8]) {
-        let c = self.classify(key, value);
+    /// Counts one etcd key/value. A KMS outage counts nothing and is returned: stop the scan.
+    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<(), KmsOutage> {
+        let c = self.classify(key, value)?;
+        self.layout.add(&self.opts.etcd_prefix, key);
         let resource = match &c.resource {
             Some(gr) => self
                 .resources
@@ -357,6 +370,7 @@ impl StatusReportBuilder {
                 .objects
                 .push(String::from_utf8_lossy(key).into_owned());
         }
+        Ok(())
     }
 
     /// The report; object lists and unreadable values sorted by key (pages may arrive out of order).
@@ -386,9 +400,27 @@ impl StatusReportBuilder {
             rows,
             totals: self.totals,
             unreadable: self.unreadable,
+            warnings: self
+                .layout
+                .warning(&self.opts.etcd_prefix)
+                .into_iter()
+                .collect(),
         }
     }
 }
 
+/// `identify` only fails for an outage; anything else would be a core bug, reported as one.
+fn outage_of(e: atrest_core::TransformError) -> KmsOutage {
+    match e.outage() {
+        Some(o) => o.clone(),
+        None => KmsOutage {
+            provider: "-".into(),
+            endpoint: "-".into(),
+            message: format!("internal error: {e}"),
+        },
+    }
+}
+
+mod layout;
 #[cfg(test)]
 mod tests;

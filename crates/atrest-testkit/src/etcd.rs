@@ -35,7 +35,7 @@ pub fn find_etcd(
     })
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
         .collect();

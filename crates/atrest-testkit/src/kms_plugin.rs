@@ -1,15 +1,19 @@
-//! A real `atrest kms serve --backend local` for tests that need a KMS v2 (or v1beta1) plugin
-//! socket: a fresh key store and socket in a temporary directory; dropping it kills the plugin.
+//! A real `atrest kms serve` for tests that need a KMS v2 (or v1beta1) plugin socket: a fresh key
+//! store (or an OpenBao Transit key) and socket in a temporary directory; dropping it kills the
+//! plugin. [`KmsPlugin::stop`] and [`KmsPlugin::restart`] simulate an outage.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct KmsPlugin {
-    child: Child,
+    child: Option<Child>,
     /// `unix:///…/kms.sock`, as a config's `endpoint`.
     pub endpoint: String,
     pub key_store: PathBuf,
+    atrest: PathBuf,
+    serve_args: Vec<String>,
+    sock: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -19,10 +23,9 @@ impl KmsPlugin {
     pub fn start(atrest: &Path, extra_args: &[&str]) -> KmsPlugin {
         let dir = tempfile::tempdir().expect("tempdir");
         let key_store = dir.path().join("ks");
-        let sock = dir.path().join("kms.sock");
-        let ks = key_store.to_str().expect("utf-8 temp path");
+        let ks = key_store.to_str().expect("utf-8 temp path").to_string();
         let out = Command::new(atrest)
-            .args(["kms", "init", "--key-store", ks])
+            .args(["kms", "init", "--key-store", &ks])
             .output()
             .expect("run atrest kms init");
         assert!(
@@ -30,49 +33,98 @@ impl KmsPlugin {
             "atrest kms init: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let endpoint = format!("unix://{}", sock.display());
-        let child = Command::new(atrest)
-            .args([
-                "kms",
-                "serve",
-                "--backend",
-                "local",
-                "--listen",
-                &endpoint,
-                "--key-store",
-                ks,
-            ])
-            .args(extra_args)
+        let mut args = vec!["--backend".into(), "local".into(), "--key-store".into(), ks];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        Self::serve(atrest, dir, key_store, args)
+    }
+
+    /// `atrest kms serve --backend vault` against Transit key `key` at `vault_addr` (token read
+    /// from a 0600 file), with `extra_args` (e.g. `--health-interval 1h`).
+    pub fn start_vault(
+        atrest: &Path,
+        vault_addr: &str,
+        token: &str,
+        key: &str,
+        extra_args: &[&str],
+    ) -> KmsPlugin {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token_file = dir.path().join("token");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&token_file)
+            .expect("token file");
+        std::io::Write::write_all(&mut f, token.as_bytes()).expect("write token");
+        let mut args: Vec<String> = vec![
+            "--backend".into(),
+            "vault".into(),
+            "--vault-addr".into(),
+            vault_addr.into(),
+            "--vault-key".into(),
+            key.into(),
+            "--vault-token-file".into(),
+            token_file.to_str().expect("utf-8 temp path").into(),
+        ];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        Self::serve(atrest, dir, PathBuf::new(), args)
+    }
+
+    fn serve(
+        atrest: &Path,
+        dir: tempfile::TempDir,
+        key_store: PathBuf,
+        serve_args: Vec<String>,
+    ) -> KmsPlugin {
+        let sock = dir.path().join("kms.sock");
+        let mut plugin = KmsPlugin {
+            child: None,
+            endpoint: format!("unix://{}", sock.display()),
+            key_store,
+            atrest: atrest.to_path_buf(),
+            serve_args,
+            sock,
+            _dir: dir,
+        };
+        plugin.restart();
+        plugin
+    }
+
+    /// Starts the plugin again (same key store, same socket) after [`stop`](Self::stop), and
+    /// waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.sock);
+        let child = Command::new(&self.atrest)
+            .args(["kms", "serve", "--listen", &self.endpoint])
+            .args(&self.serve_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn atrest kms serve");
-        let mut plugin = KmsPlugin {
-            child,
-            endpoint,
-            key_store,
-            _dir: dir,
-        };
+        let child = self.child.insert(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            if let Ok(Some(status)) = plugin.child.try_wait() {
+        while std::os::unix::net::UnixStream::connect(&self.sock).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
                 panic!("atrest kms serve exited early: {status}");
             }
             assert!(
                 Instant::now() < deadline,
                 "plugin did not listen on {}",
-                sock.display()
+                self.sock.display()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        plugin
     }
 
     /// Kills the plugin (its socket stays behind, as after a crash).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

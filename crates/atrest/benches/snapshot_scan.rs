@@ -116,7 +116,9 @@ fn scan(c: &mut Criterion) {
                 StatusReportBuilder::new(transformers.clone(), ReportOptions::default());
             for kv in snap.latest(&index) {
                 let kv = kv.expect("kv");
-                builder.add(&kv.key, &kv.value);
+                builder
+                    .add(&kv.key, &kv.value)
+                    .expect("no KMS in the benchmark");
             }
             builder.finish().totals.objects
         })

@@ -9,6 +9,23 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `eprintln!` that never panics: a closed stderr (`2>&1 | head -1`) must not turn into exit 101.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics, for one-line confirmations (reports go through
+/// `commands::common::emit`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod commands;
 mod exit;
 
@@ -100,8 +117,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader went away (`| head`): stop quietly, as `ls | head` does. Commands with a
+        // verdict return it themselves (`commands::common::emit`); the rest had nothing to report.
+        Err(err) if commands::common::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            note!("error: {err:#}");
             ExitCode::from(exit::FAILURE)
         }
     }

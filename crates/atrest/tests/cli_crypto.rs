@@ -121,8 +121,14 @@ fn decrypt_reports_json_and_staleness() {
         "{}",
         String::from_utf8_lossy(&dec.stderr)
     );
-    assert_eq!(dec.stdout, b"value");
-    let report: serde_json::Value = serde_json::from_slice(dec.stderr.trim_ascii()).unwrap();
+    // One document on stdout: the report and the plaintext (base64); nothing on stderr.
+    let report: serde_json::Value = serde_json::from_slice(&dec.stdout).unwrap();
+    assert_eq!(report["plaintext"], "dmFsdWU=");
+    assert!(
+        dec.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
     assert_eq!(report["provider"], "aesgcm");
     assert_eq!(report["provider_index"], 1);
     assert_eq!(report["key_name"], "old");

@@ -7,13 +7,16 @@ use subtle::ConstantTimeEq as _;
 
 use super::build_rules::maskings;
 use super::gotext::quote;
+use super::lint::{governing_entry, lint};
 use super::{EncryptionConfiguration, Key, KmsApiVersion, LoadOptions, ProviderConfiguration};
+use crate::resource::GroupResource;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
     pub content_hash: String,
     pub entries: Vec<EntryExplanation>,
-    /// Findings that span entries (reused key material).
+    /// Findings that span entries: reused key material, resources listed in several entries,
+    /// resource names that are likely typos.
     pub warnings: Vec<Warning>,
 }
 
@@ -21,12 +24,38 @@ pub struct Explanation {
 pub struct EntryExplanation {
     /// Index in `resources`.
     pub index: usize,
+    /// The resources this entry really governs: those it is the first entry to list.
     pub resources: Vec<String>,
+    /// Resources listed here that an earlier entry governs (it writes them; this entry's
+    /// providers only follow its providers on reads).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shadowed: Vec<Shadowed>,
+    /// Governed resources whose read order later entries extend (kube-apiserver concatenates the
+    /// provider lists of every entry naming a resource).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extended_reads: Vec<ExtendedRead>,
     /// What new and updated objects are written with.
     pub write: Step,
     /// Every provider/key a read may use, in the order kube-apiserver tries them.
     pub read_order: Vec<Step>,
     pub warnings: Vec<Warning>,
+}
+
+/// A resource an entry lists but does not govern.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Shadowed {
+    pub resource: String,
+    /// The entry that governs (writes) it.
+    pub written_by: usize,
+}
+
+/// The full read order of a resource that later entries list too.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ExtendedRead {
+    pub resource: String,
+    /// The later entries whose providers are appended.
+    pub from_entries: Vec<usize>,
+    pub read_order: Vec<Step>,
 }
 
 /// One provider (and key, for keyed providers) with the prefix it puts on stored values.
@@ -48,7 +77,7 @@ pub struct Warning {
 }
 
 impl Warning {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -65,7 +94,51 @@ pub fn explain(config: &EncryptionConfiguration, opts: &LoadOptions) -> Explanat
         .map(|(index, entry)| {
             let read_order: Vec<Step> = entry.providers.iter().flat_map(steps).collect();
             let write = read_order.first().cloned().unwrap_or_else(identity_step);
-            let mut warnings = provider_warnings(&entry.providers, opts);
+            let mut resources: Vec<String> = Vec::new();
+            let mut shadowed = Vec::new();
+            let mut extended_reads = Vec::new();
+            for name in &entry.resources {
+                match governing_entry(config, name) {
+                    Some(first) if first < index => shadowed.push(Shadowed {
+                        resource: name.clone(),
+                        written_by: first,
+                    }),
+                    _ if resources.contains(name) => {}
+                    _ => {
+                        resources.push(name.clone());
+                        let gr = GroupResource::parse(name);
+                        let later: Vec<usize> = config.resources[index + 1..]
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, e)| e.resources.iter().any(|r| GroupResource::parse(r) == gr))
+                            .map(|(k, _)| index + 1 + k)
+                            .collect();
+                        if !later.is_empty() {
+                            let mut order = read_order.clone();
+                            for &k in &later {
+                                order.extend(config.resources[k].providers.iter().flat_map(steps));
+                            }
+                            extended_reads.push(ExtendedRead {
+                                resource: name.clone(),
+                                from_entries: later,
+                                read_order: order,
+                            });
+                        }
+                    }
+                }
+            }
+            // Identity anywhere in a governed resource's (possibly extended) read order counts.
+            let has_identity = |order: &[Step]| order.iter().any(|s| s.provider == "identity");
+            let reads_plaintext = has_identity(&read_order)
+                || (!extended_reads.is_empty()
+                    && extended_reads.len() == resources.len()
+                    && extended_reads.iter().all(|x| has_identity(&x.read_order)));
+            // An entry that governs nothing has no behaviour to warn about.
+            let mut warnings = if resources.is_empty() {
+                Vec::new()
+            } else {
+                provider_warnings(&entry.providers, reads_plaintext, opts)
+            };
             for m in masked.iter().filter(|m| m.entry == index) {
                 warnings.push(Warning::new(
                     "masked",
@@ -76,13 +149,15 @@ pub fn explain(config: &EncryptionConfiguration, opts: &LoadOptions) -> Explanat
                     ),
                 ));
             }
-            EntryExplanation { index, resources: entry.resources.clone(), write, read_order, warnings }
+            EntryExplanation { index, resources, shadowed, extended_reads, write, read_order, warnings }
         })
         .collect();
+    let mut warnings = reused_keys(config);
+    warnings.extend(lint(config));
     Explanation {
         content_hash: config.content_hash.clone(),
         entries,
-        warnings: reused_keys(config),
+        warnings,
     }
 }
 
@@ -133,12 +208,13 @@ pub fn fips_secretbox_message(writes: bool) -> &'static str {
     }
 }
 
-fn provider_warnings(providers: &[ProviderConfiguration], opts: &LoadOptions) -> Vec<Warning> {
+fn provider_warnings(
+    providers: &[ProviderConfiguration],
+    has_identity: bool,
+    opts: &LoadOptions,
+) -> Vec<Warning> {
     let mut out = Vec::new();
     let first = providers.first();
-    let has_identity = providers
-        .iter()
-        .any(|p| matches!(p, ProviderConfiguration::Identity));
     if matches!(first, Some(ProviderConfiguration::Identity)) {
         let tail = if providers.len() > 1 {
             " Fine while decrypting back to plaintext; otherwise move identity last."

@@ -91,6 +91,7 @@ mod explain;
 mod flags;
 mod gotext;
 mod json;
+mod lint;
 mod load;
 mod matching;
 mod node;
@@ -101,6 +102,10 @@ mod yaml;
 
 pub use build_rules::{maskings, Masking};
 pub use error::{ConfigError, Problem, Rejection, Stage};
-pub use explain::{explain, fips_secretbox_message, EntryExplanation, Explanation, Step, Warning};
+pub use explain::{
+    explain, fips_secretbox_message, EntryExplanation, Explanation, ExtendedRead, Shadowed, Step,
+    Warning,
+};
 pub use flags::{parse_feature_gates, FeatureGates};
+pub use lint::{holds_key_material, lint};
 pub use load::{content_hash, load_bytes, load_file, parse_bytes, parse_file};

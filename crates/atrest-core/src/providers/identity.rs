@@ -42,8 +42,8 @@ impl Provider for Identity {
     fn write_key(&self) -> KeyRef {
         KeyRef::default()
     }
-    fn identify(&self, body: &[u8]) -> Option<(KeyRef, bool)> {
-        (!body.starts_with(ENCRYPTED_MARKER)).then(|| (KeyRef::default(), false))
+    fn identify(&self, body: &[u8]) -> Result<Option<(KeyRef, bool)>, TransformError> {
+        Ok((!body.starts_with(ENCRYPTED_MARKER)).then(|| (KeyRef::default(), false)))
     }
 }
 

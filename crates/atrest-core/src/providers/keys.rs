@@ -100,8 +100,8 @@ impl<C: LocalCipher> Provider for KeyedProvider<C> {
     fn write_key(&self) -> KeyRef {
         self.key_ref(0)
     }
-    fn identify(&self, body: &[u8]) -> Option<(KeyRef, bool)> {
-        let (index, _, _) = prefix::first_match(&self.keys, body, |_, _| true)?;
-        Some((self.key_ref(index), index != 0))
+    fn identify(&self, body: &[u8]) -> Result<Option<(KeyRef, bool)>, TransformError> {
+        Ok(prefix::first_match(&self.keys, body, |_, _| true)
+            .map(|(index, _, _)| (self.key_ref(index), index != 0)))
     }
 }

@@ -34,6 +34,7 @@ impl DekCiphers {
 
 pub(crate) struct KmsV1Provider {
     name: String,
+    endpoint: String,
     prefix: Vec<u8>,
     service: Arc<dyn KmsV1Service>,
     /// `None` when `cachesize` is negative (cache disabled).
@@ -41,10 +42,16 @@ pub(crate) struct KmsV1Provider {
 }
 
 impl KmsV1Provider {
-    pub(crate) fn new(name: &str, cache_size: Option<i32>, service: Arc<dyn KmsV1Service>) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        endpoint: &str,
+        cache_size: Option<i32>,
+        service: Arc<dyn KmsV1Service>,
+    ) -> Self {
         let size = cache_size.unwrap_or(1000);
         Self {
             name: name.to_string(),
+            endpoint: endpoint.to_string(),
             prefix: format!("{}{name}:", super::KMSV1_PREFIX).into_bytes(),
             service,
             cache: usize::try_from(size)
@@ -94,10 +101,9 @@ impl Provider for KmsV1Provider {
             Some(ciphers) => ciphers,
             None => {
                 // Upstream returns the plugin's (gRPC status) error unwrapped.
-                let dek = self
-                    .service
-                    .decrypt(edek)
-                    .map_err(|e| TransformError::msg(e.to_string()))?;
+                let dek = self.service.decrypt(edek).map_err(|e| {
+                    super::kms_failure(&self.name, &self.endpoint, &e, e.to_string())
+                })?;
                 let ciphers = Arc::new(DekCiphers::new(&dek)?);
                 self.remember(edek, Arc::clone(&ciphers));
                 ciphers
@@ -122,7 +128,7 @@ impl Provider for KmsV1Provider {
         let edek = self
             .service
             .encrypt(dek.as_ref())
-            .map_err(|e| TransformError::msg(e.to_string()))?;
+            .map_err(|e| super::kms_failure(&self.name, &self.endpoint, &e, e.to_string()))?;
         let len = u16::try_from(edek.len()).map_err(|_| {
             TransformError::msg(format!(
                 "cryptobyte: pending child length {} exceeds 2-byte length prefix",
@@ -139,9 +145,9 @@ impl Provider for KmsV1Provider {
     fn write_key(&self) -> KeyRef {
         self.key_ref()
     }
-    fn identify(&self, _body: &[u8]) -> Option<(KeyRef, bool)> {
+    fn identify(&self, _body: &[u8]) -> Result<Option<(KeyRef, bool)>, TransformError> {
         // Whether the body is the legacy CBC format is only known after decrypting.
-        Some((self.key_ref(), false))
+        Ok(Some((self.key_ref(), false)))
     }
 }
 
@@ -178,7 +184,7 @@ mod tests {
     fn worked_example_8_4() {
         let stored = hex::decode("6b38733a656e633a6b6d733a76313a6d79706c7567696e3a002c494345694979516c4a69636f4b536f724c4330754c7a41784d6a4d304e5459334f446b364f7a7739506a383d404142434445464748494a4ba96cce813813a9673d9b734041d116ac539d947d6d04e6a455").unwrap();
         let kms = Arc::new(Base64Kms::default());
-        let p = KmsV1Provider::new("myplugin", Some(1000), kms.clone());
+        let p = KmsV1Provider::new("myplugin", "unix:///test", Some(1000), kms.clone());
         let body = stored.strip_prefix(Provider::prefix(&p)).unwrap();
         let read = p.read(body, AAD).unwrap();
         assert_eq!(read.plaintext, b"k8s\x00hello");
@@ -203,7 +209,7 @@ mod tests {
     #[test]
     fn legacy_cbc_body_is_stale_and_cache_can_be_disabled() {
         let kms = Arc::new(Base64Kms::default());
-        let p = KmsV1Provider::new("p", Some(-1), kms.clone());
+        let p = KmsV1Provider::new("p", "unix:///test", Some(-1), kms.clone());
         let dek = [0x42u8; 32];
         let edek = kms.encrypt(&dek).unwrap();
         let mut body = (edek.len() as u16).to_be_bytes().to_vec();

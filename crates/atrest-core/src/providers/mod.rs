@@ -14,7 +14,8 @@ pub(crate) mod lru;
 pub(crate) mod random;
 pub(crate) mod secretbox;
 
-use crate::transformer::{ProviderKind, TransformError};
+use crate::kms::KmsError;
+use crate::transformer::{KmsOutage, ProviderKind, TransformError};
 
 /// The prefix written before aescbc bodies; the key name and `:` follow.
 pub const AESCBC_PREFIX: &str = "k8s:enc:aescbc:v1:";
@@ -60,13 +61,38 @@ pub(crate) trait Provider: Send + Sync {
     fn write_key(&self) -> KeyRef;
     /// Classifies a body without decrypting: `None` if this provider would certainly refuse it
     /// before decrypting (no key prefix matches, identity on encrypted data); else the key and
-    /// the provider-internal staleness as far as it is knowable without decrypting.
-    fn identify(&self, body: &[u8]) -> Option<(KeyRef, bool)>;
+    /// the provider-internal staleness as far as it is knowable without decrypting. Errors only
+    /// when staleness needs a plugin that does not answer (an outage).
+    fn identify(&self, body: &[u8]) -> Result<Option<(KeyRef, bool)>, TransformError>;
+    /// KMS v2: makes sure the plugin can say its current key ID. Other providers: always ready.
+    fn check_kms(&self) -> Result<(), KmsOutage> {
+        Ok(())
+    }
 }
 
 impl crate::prefix::Prefixed for std::sync::Arc<dyn Provider> {
     fn prefix(&self) -> &[u8] {
         Provider::prefix(self.as_ref())
+    }
+}
+
+/// A plugin error as a [`TransformError`] with upstream's `text`: outages (the plugin or its
+/// backend not working) keep the provider and endpoint so that callers stop instead of calling
+/// the value undecryptable; refusals of the data stay plain messages.
+pub(crate) fn kms_failure(
+    provider: &str,
+    endpoint: &str,
+    err: &KmsError,
+    text: String,
+) -> TransformError {
+    if err.is_outage() {
+        TransformError::Outage(KmsOutage {
+            provider: provider.to_string(),
+            endpoint: endpoint.to_string(),
+            message: text,
+        })
+    } else {
+        TransformError::msg(text)
     }
 }
 

@@ -105,9 +105,16 @@ pub async fn connect(settings: &EtcdSettings) -> Result<EtcdConnection, EtcdErro
             }
         })
         .collect();
-    let unreachable = |e: etcd_client::Error| EtcdError::Unreachable {
-        endpoints: endpoints.join(","),
-        detail: describe(&e),
+    let unreachable = |e: etcd_client::Error| {
+        let mut detail = describe(&e);
+        if let Some(hint) = tls_hint(settings, &endpoints, &detail) {
+            detail.push_str(" — ");
+            detail.push_str(&hint);
+        }
+        EtcdError::Unreachable {
+            endpoints: endpoints.join(","),
+            detail,
+        }
     };
     let client = Client::connect(&endpoints, Some(opts))
         .await
@@ -129,6 +136,82 @@ pub async fn connect(settings: &EtcdSettings) -> Result<EtcdConnection, EtcdErro
         }
     }
     Err(unreachable(last.expect("at least one attempt")))
+}
+
+/// What to do when the failure looks like a TLS mismatch: the transport errors themselves
+/// (`Cancelled: operation was canceled`, `received fatal alert: BadCertificate`) do not say.
+fn tls_hint(settings: &EtcdSettings, endpoints: &[String], detail: &str) -> Option<String> {
+    let plain: Vec<&str> = endpoints
+        .iter()
+        .filter(|e| e.starts_with("http://"))
+        .map(String::as_str)
+        .collect();
+    let has = |needles: &[&str]| needles.iter().any(|n| detail.contains(n));
+    if !plain.is_empty() {
+        // A TLS server drops a plaintext HTTP/2 connection: the client sees it cancelled/reset.
+        if has(&[
+            "operation was canceled",
+            "Cancelled",
+            "connection reset",
+            "broken pipe",
+            "h2 protocol error",
+            "frame with invalid size",
+        ]) || (detail.ends_with("transport error")
+            && !has(&["Connection refused", "tcp connect"]))
+        {
+            return Some(format!(
+                "{} is plain http; if the server uses TLS, use https:// endpoints with --cacert (and --cert/--key when it asks for client certificates)",
+                plain.join(",")
+            ));
+        }
+        return None;
+    }
+    let bare = detail.ends_with("transport error") && !has(&["Connection refused", "tcp connect"]);
+    if settings.cert.is_none() && bare {
+        // The refused handshake often surfaces only as a bare transport error.
+        return Some("if the server asks for client certificates, give --cert and --key (signed by a CA the server trusts)".to_string());
+    }
+    if has(&[
+        "CertificateRequired",
+        "certificate required",
+        "BadCertificate",
+        "bad certificate",
+    ]) {
+        return Some(match (&settings.cert, &settings.key) {
+            (None, _) | (_, None) => "the server asks for a client certificate: give --cert and --key (signed by a CA the server trusts)".to_string(),
+            (Some(cert), Some(_)) => format!(
+                "the server refused the client certificate --cert {}: is it signed by a CA the server trusts (etcd's --trusted-ca-file)?",
+                cert.display()
+            ),
+        });
+    }
+    if has(&[
+        "UnknownIssuer",
+        "unknown issuer",
+        "invalid peer certificate",
+    ]) {
+        return Some(match &settings.cacert {
+            None => {
+                "the server certificate is not trusted: give --cacert with the CA that signed it"
+                    .to_string()
+            }
+            Some(ca) => format!(
+                "the server certificate is not signed by --cacert {}: give the CA that signed it",
+                ca.display()
+            ),
+        });
+    }
+    if has(&[
+        "InvalidContentType",
+        "corrupt message",
+        "wrong version number",
+    ]) {
+        return Some(
+            "the server does not speak TLS: use http:// endpoints without --cacert/--cert/--key"
+                .to_string(),
+        );
+    }
+    None
 }
 
 /// The error with its whole source chain (tonic hides the TLS/connect cause in sources).

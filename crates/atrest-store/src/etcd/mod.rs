@@ -33,4 +33,7 @@ pub enum EtcdError {
     Checkpoint { path: String, message: String },
     #[error("{key}: {message}")]
     Value { key: String, message: String },
+    /// A KMS provider of the config is not answering (not a property of any value).
+    #[error("{0}")]
+    Kms(#[from] atrest_core::KmsOutage),
 }

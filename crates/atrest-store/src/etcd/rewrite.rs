@@ -159,12 +159,16 @@ fn decide(
 ) -> Result<(Decision, Option<atrest_core::ProviderInfo>), EtcdError> {
     let outcome = match rt.read(value, key) {
         Ok(o) => o,
-        Err(e) => {
-            return Ok((
-                Decision::Unreadable(e.to_string()),
-                rt.identify(value).map(|i| i.provider),
-            ))
-        }
+        // A KMS outage stops the run: the value may be fine once the plugin answers again.
+        Err(e) => match e.outage() {
+            Some(outage) => return Err(EtcdError::Kms(outage.clone())),
+            None => {
+                return Ok((
+                    Decision::Unreadable(e.to_string()),
+                    rt.identify(value).ok().flatten().map(|i| i.provider),
+                ))
+            }
+        },
     };
     if !outcome.stale {
         return Ok((Decision::Current, Some(outcome.provider)));
@@ -172,9 +176,12 @@ fn decide(
     let key_str = || String::from_utf8_lossy(key).into_owned();
     let new = rt
         .write(&outcome.plaintext, key)
-        .map_err(|e| EtcdError::Value {
-            key: key_str(),
-            message: format!("re-encrypting failed: {e}"),
+        .map_err(|e| match e.outage() {
+            Some(outage) => EtcdError::Kms(outage.clone()),
+            None => EtcdError::Value {
+                key: key_str(),
+                message: format!("re-encrypting failed: {e}"),
+            },
         })?;
     match rt.read(&new, key) {
         Ok(check) if check.plaintext == outcome.plaintext && !check.stale => {}
@@ -186,6 +193,9 @@ fn decide(
             })
         }
         Err(e) => {
+            if let Some(outage) = e.outage() {
+                return Err(EtcdError::Kms(outage.clone()));
+            }
             return Err(EtcdError::Value { key: key_str(), message: format!("verification failed: new ciphertext does not decrypt: {e}") })
         }
     }
@@ -444,6 +454,8 @@ pub async fn rewrite(
     opts: &RewriteOptions,
     progress: &dyn ScanProgress,
 ) -> Result<RewriteSummary, EtcdError> {
+    // Nothing is read or written unless every KMS provider can say its current key ID.
+    transformers.check_kms()?;
     let prefix = keymap::normalize_prefix(&opts.etcd_prefix);
     let ranges = match &opts.selection {
         Selection::AllCovered => vec![(

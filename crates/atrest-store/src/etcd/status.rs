@@ -35,6 +35,8 @@ pub async fn status(
 ) -> Result<(StatusReport, i64), EtcdError> {
     let prefix = keymap::normalize_prefix(&opts.etcd_prefix).into_bytes();
     let end = keymap::prefix_end(&prefix);
+    // No verdict without every KMS provider's current key ID: ask before reading anything.
+    transformers.check_kms()?;
     let revision = current_revision(conn).await?;
     if progress.wants_total() {
         let mut counter =
@@ -52,7 +54,7 @@ pub async fn status(
     while let Some(page) = pages.recv().await {
         let (_, kvs) = page?;
         for kv in &kvs {
-            builder.add(kv.key(), kv.value());
+            builder.add(kv.key(), kv.value())?;
         }
         progress.advance(kvs.len() as u64);
     }

@@ -20,7 +20,7 @@ fn report(config: &str, verify: bool, list: bool) -> StatusReport {
     };
     let mut b = StatusReportBuilder::new(transformers(config), opts);
     for o in sample::objects() {
-        b.add(o.etcd_key.as_bytes(), &o.stored);
+        b.add(o.etcd_key.as_bytes(), &o.stored).unwrap();
     }
     b.finish()
 }
@@ -101,14 +101,15 @@ fn unreadable_values_are_reported_with_their_key() {
         .unwrap();
     let mut tampered = sb.stored.clone();
     *tampered.last_mut().unwrap() ^= 1;
-    b.add(sb.etcd_key.as_bytes(), &tampered);
+    b.add(sb.etcd_key.as_bytes(), &tampered).unwrap();
     // A prefix for a key the config does not have.
     b.add(
         b"/registry/secrets/ns/x",
         b"k8s:enc:aescbc:v1:nokey:0123456789abcdef0123456789abcdef",
-    );
+    )
+    .unwrap();
     // A key that maps to no resource: not covered, not unreadable.
-    b.add(b"/registry/secrets", b"k8s\x00");
+    b.add(b"/registry/secrets", b"k8s\x00").unwrap();
     let r = b.finish();
     assert_eq!(r.totals.unreadable, 2);
     assert_eq!(r.totals.uncovered, 1);
@@ -127,7 +128,7 @@ fn unreadable_values_are_reported_with_their_key() {
 
     // Without --verify a tampered value is classified by its prefix only.
     let mut b = StatusReportBuilder::new(t, ReportOptions::default());
-    b.add(sb.etcd_key.as_bytes(), &tampered);
+    b.add(sb.etcd_key.as_bytes(), &tampered).unwrap();
     assert_eq!(b.finish().totals.unreadable, 0);
 }
 
@@ -137,7 +138,7 @@ fn all_current_exit_class() {
     let mut b = StatusReportBuilder::new(t, ReportOptions::default());
     for o in sample::objects() {
         if !o.covered || (o.provider == "aesgcm" && o.key_name.as_deref() == Some("gcm-2025-03")) {
-            b.add(o.etcd_key.as_bytes(), &o.stored);
+            b.add(o.etcd_key.as_bytes(), &o.stored).unwrap();
         }
     }
     let r = b.finish();

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use atrest_backup::{keys, Identity, KmsIdentity, KmsRecipient, Recipient, SecretString, Summary};
@@ -49,9 +49,9 @@ pub struct KmsArgs {
     /// KMS v2 plugin socket, e.g. `unix:///var/run/kms/plugin.sock` (envelope: the plugin wraps the file key).
     #[arg(long, value_name = "ENDPOINT")]
     kms_endpoint: Option<String>,
-    /// Per-call timeout for the plugin, in seconds.
-    #[arg(long, default_value_t = 10)]
-    kms_timeout: u64,
+    /// Per-call timeout for the plugin (e.g. 10s; a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = super::common::parse_duration)]
+    kms_timeout: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -117,11 +117,11 @@ pub fn run(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         BackupCommand::Decrypt(args) => decrypt(args),
         BackupCommand::Keygen(args) => {
             let recipient = keys::write_identity_file(&args.output)?;
-            eprintln!(
+            note!(
                 "wrote identity to {} (mode 0600); public recipient:",
                 args.output.display()
             );
-            println!("{recipient}");
+            say!("{recipient}");
             Ok(ExitCode::from(exit::SUCCESS))
         }
     }
@@ -171,7 +171,7 @@ fn kms_service(
         return Ok(None);
     };
     let service = super::kms::connector()
-        .connect_v2("backup", endpoint, Duration::from_secs(args.kms_timeout))
+        .connect_v2("backup", endpoint, args.kms_timeout)
         .with_context(|| format!("connecting to KMS plugin {endpoint}"))?;
     Ok(Some(service))
 }
@@ -207,7 +207,7 @@ fn summary(args: &IoArgs, verb: &str, s: &Summary, started: Instant, to: &str) {
         return;
     }
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    eprintln!(
+    note!(
         "{verb} {} bytes -> {} bytes in {:.2}s ({:.0} MB/s) {to}",
         s.bytes_in,
         s.bytes_out,

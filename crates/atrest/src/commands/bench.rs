@@ -21,21 +21,19 @@ use atrest_core::kms::testing::{InProcessConnector, ReferenceKms};
 use atrest_core::{GroupResource, ResourceTransformer, Transformers};
 use serde::Serialize;
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BenchFormat {
-    #[default]
-    Table,
-    Json,
-}
+use super::report_output::{write_document, OutputFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    pub output: BenchFormat,
-    /// Measuring time per row, in milliseconds.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub duration_ms: u64,
+    pub output: OutputFormat,
+    /// Measuring time per row (e.g. 300ms, 1s).
+    #[arg(long, default_value = "300ms", value_parser = super::common::parse_duration)]
+    pub duration: Duration,
+    /// Measuring time per row in milliseconds (older spelling of --duration).
+    #[arg(long, hide = true, conflicts_with = "duration", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub duration_ms: Option<u64>,
 }
 
 #[derive(Serialize, Debug)]
@@ -157,23 +155,28 @@ pub fn bench(duration: Duration) -> anyhow::Result<Vec<Row>> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let rows = bench(Duration::from_millis(args.duration_ms))?;
-    match args.output {
-        BenchFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-        BenchFormat::Table => {
-            println!("# Single-threaded, in-memory, through the etcd store's transformer path; MB = 10^6 bytes.");
-            println!(
-                "{:<10} {:<15} {:>7} {:>12} {:>10}",
-                "provider", "op", "size", "ns/op", "MB/s"
-            );
-            for r in &rows {
-                let size = format!("{} KiB", r.size / 1024);
-                println!(
-                    "{:<10} {:<15} {:>7} {:>12.0} {:>10.1}",
-                    r.provider, r.op, size, r.ns_per_op, r.mb_per_s
-                );
-            }
+    let duration = args
+        .duration_ms
+        .map_or(args.duration, Duration::from_millis);
+    let rows = bench(duration)?;
+    super::common::emit(ExitCode::SUCCESS, |out| {
+        if args.output.is_document() {
+            return write_document(args.output, &rows, out);
         }
-    }
-    Ok(ExitCode::SUCCESS)
+        writeln!(out, "# Single-threaded, in-memory, through the etcd store's transformer path; MB = 10^6 bytes.")?;
+        writeln!(
+            out,
+            "{:<10} {:<15} {:>7} {:>12} {:>10}",
+            "provider", "op", "size", "ns/op", "MB/s"
+        )?;
+        for r in &rows {
+            let size = format!("{} KiB", r.size / 1024);
+            writeln!(
+                out,
+                "{:<10} {:<15} {:>7} {:>12.0} {:>10.1}",
+                r.provider, r.op, size, r.ns_per_op, r.mb_per_s
+            )?;
+        }
+        Ok(())
+    })
 }

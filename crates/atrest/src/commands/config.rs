@@ -2,14 +2,19 @@
 //! a per-resource explanation with an expert's warnings. Secrets never reach the output: errors
 //! print them as `REDACTED`, and the explanation only names keys.
 
+use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use atrest_core::config::{
     self, ConfigError, EncryptionConfiguration, Explanation, FeatureGates, LoadOptions, Step,
     Warning,
 };
+use zeroize::Zeroizing;
 
+use super::common::emit;
+use super::report_output::{write_document, OutputFormat};
 use crate::exit;
 
 #[derive(clap::Subcommand)]
@@ -23,7 +28,7 @@ pub enum ConfigCommand {
 /// The kube-apiserver flags that change whether a file loads.
 #[derive(clap::Args)]
 pub struct LoadFlags {
-    /// The EncryptionConfiguration file (YAML or JSON).
+    /// The EncryptionConfiguration file (YAML or JSON); `-` reads stdin.
     pub file: PathBuf,
     /// kube-apiserver's `--feature-gates` (e.g. `KMSv1=true`; comma-separated, repeatable).
     #[arg(long = "feature-gates", value_name = "GATES")]
@@ -37,13 +42,9 @@ pub struct LoadFlags {
 pub struct CheckArgs {
     #[command(flatten)]
     pub load: LoadFlags,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ExplainFormat {
-    #[default]
-    Text,
-    Json,
+    /// Output format: `ok`/errors as text (warnings on stderr), or one JSON/YAML document.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(clap::Args)]
@@ -51,14 +52,91 @@ pub struct ExplainArgs {
     #[command(flatten)]
     pub load: LoadFlags,
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    pub output: ExplainFormat,
+    pub output: OutputFormat,
 }
 
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Check(args) => check(&args.load),
+        ConfigCommand::Check(args) => check(&args.load, args.output),
         ConfigCommand::Explain(args) => explain(&args.load, args.output),
     }
+}
+
+/// The file's bytes and the name messages use for it (`-`: stdin, shown as `<stdin>`). Read errors
+/// are kube-apiserver's (from the loader) for files.
+struct Source {
+    shown: String,
+    stdin: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl Source {
+    fn open(file: &Path) -> anyhow::Result<Source> {
+        if file != Path::new("-") {
+            return Ok(Source {
+                shown: file.display().to_string(),
+                stdin: None,
+            });
+        }
+        let mut bytes = Zeroizing::new(Vec::new());
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the config from stdin")?;
+        Ok(Source {
+            shown: "<stdin>".into(),
+            stdin: Some(bytes),
+        })
+    }
+
+    fn load(
+        &self,
+        file: &Path,
+        opts: &LoadOptions,
+    ) -> Result<EncryptionConfiguration, ConfigError> {
+        match &self.stdin {
+            Some(bytes) => config::load_bytes(bytes, &self.shown, opts),
+            None => config::load_file(file, opts),
+        }
+    }
+
+    fn parse(
+        &self,
+        file: &Path,
+        opts: &LoadOptions,
+    ) -> Result<EncryptionConfiguration, ConfigError> {
+        match &self.stdin {
+            Some(bytes) => config::parse_bytes(bytes, &self.shown, opts),
+            None => config::parse_file(file, opts),
+        }
+    }
+
+    /// The warnings about the file itself: its mode, only when it holds key material.
+    fn file_warnings(&self, file: &Path, parsed: &EncryptionConfiguration) -> Vec<Warning> {
+        if self.stdin.is_some() || !config::holds_key_material(parsed) {
+            return Vec::new();
+        }
+        file_mode_warning(file).into_iter().collect()
+    }
+}
+
+/// One problem of a rejected file, for `-o json|yaml`.
+#[derive(serde::Serialize)]
+struct ProblemOut {
+    line: Option<usize>,
+    field: Option<String>,
+    message: String,
+}
+
+/// `config check -o json|yaml`.
+#[derive(serde::Serialize)]
+struct CheckReport {
+    file: String,
+    /// Whether kube-apiserver would load the file with the given flags.
+    loads: bool,
+    /// kube-apiserver's message when it would not.
+    error: Option<String>,
+    problems: Vec<ProblemOut>,
+    /// Mistakes kube-apiserver accepts (typos, resources in several entries, file mode).
+    warnings: Vec<Warning>,
 }
 
 /// Turns the flags into load options, warning (not failing) about gates we do not know.
@@ -69,9 +147,7 @@ fn load_options(flags: &LoadFlags) -> anyhow::Result<LoadOptions> {
             .map_err(|e| anyhow::anyhow!("--feature-gates: {e}"))?;
     }
     for unknown in &gates.unknown {
-        eprintln!(
-            "warning: feature gate {unknown} does not affect encryption config loading; ignored"
-        );
+        note!("warning: feature gate {unknown} does not affect encryption config loading; ignored");
     }
     Ok(LoadOptions {
         kms_v1_enabled: gates.kms_v1.unwrap_or(false),
@@ -79,44 +155,84 @@ fn load_options(flags: &LoadFlags) -> anyhow::Result<LoadOptions> {
     })
 }
 
-fn check(flags: &LoadFlags) -> anyhow::Result<ExitCode> {
+fn check(flags: &LoadFlags, format: OutputFormat) -> anyhow::Result<ExitCode> {
     let opts = load_options(flags)?;
-    match config::load_file(&flags.file, &opts) {
-        Ok(config) => {
-            println!("ok");
-            // kube-apiserver loads the file; this FIPS build of atrest still cannot write with it.
-            for index in atrest_core::fips::secretbox_write_entries(&config) {
-                eprintln!(
-                    "note: resources[{index}]: {}",
-                    atrest_core::config::fips_secretbox_message(true)
-                );
+    let source = Source::open(&flags.file)?;
+    let loaded = source.load(&flags.file, &opts);
+    let report = CheckReport {
+        file: source.shown.clone(),
+        loads: loaded.is_ok(),
+        error: loaded.as_ref().err().map(ToString::to_string),
+        problems: loaded
+            .as_ref()
+            .err()
+            .map(|e| {
+                e.problems()
+                    .into_iter()
+                    .map(|p| ProblemOut {
+                        line: p.line,
+                        field: p.field.clone(),
+                        message: p.message.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        warnings: match &loaded {
+            Ok(parsed) => {
+                let mut w = config::lint(parsed);
+                w.extend(source.file_warnings(&flags.file, parsed));
+                w
             }
-            Ok(ExitCode::SUCCESS)
+            Err(_) => Vec::new(),
+        },
+    };
+    let code = ExitCode::from(if report.loads {
+        exit::SUCCESS
+    } else {
+        exit::FAILURE
+    });
+    emit(code, |out| {
+        if format.is_document() {
+            return write_document(format, &report, out);
         }
-        Err(err) => {
-            print_rejection(&flags.file, &err);
-            Ok(ExitCode::from(exit::FAILURE))
+        match &loaded {
+            Ok(parsed) => {
+                writeln!(out, "ok")?;
+                // kube-apiserver loads the file; a FIPS build of atrest still cannot write with it.
+                for index in atrest_core::fips::secretbox_write_entries(parsed) {
+                    note!(
+                        "note: resources[{index}]: {}",
+                        config::fips_secretbox_message(true)
+                    );
+                }
+            }
+            Err(err) => print_rejection(&source.shown, err, out)?,
         }
-    }
+        for w in &report.warnings {
+            note!("warning [{}]: {}", w.code, w.message);
+        }
+        Ok(())
+    })
 }
 
 /// kube-apiserver's message (as it would log it), with the line when the file is YAML; several
 /// problems are then listed one per line, each with its own line number.
-fn print_rejection(file: &Path, err: &ConfigError) {
+fn print_rejection(file: &str, err: &ConfigError, out: &mut dyn Write) -> std::io::Result<()> {
     let problems = err.problems();
     match problems.as_slice() {
         [single] => match single.line {
-            Some(line) => println!("{}: {err} (line {line})", file.display()),
-            None => println!("{}: {err}", file.display()),
+            Some(line) => writeln!(out, "{file}: {err} (line {line})"),
+            None => writeln!(out, "{file}: {err}"),
         },
         many => {
-            println!("{}: {err}", file.display());
+            writeln!(out, "{file}: {err}")?;
             for p in many {
                 match p.line {
-                    Some(line) => println!("  line {line}: {}", p.message),
-                    None => println!("  {}", p.message),
+                    Some(line) => writeln!(out, "  line {line}: {}", p.message)?,
+                    None => writeln!(out, "  {}", p.message)?,
                 }
             }
+            Ok(())
         }
     }
 }
@@ -132,52 +248,98 @@ struct ExplainReport<'a> {
     file_warnings: Vec<Warning>,
 }
 
-fn explain(flags: &LoadFlags, format: ExplainFormat) -> anyhow::Result<ExitCode> {
+fn explain(flags: &LoadFlags, format: OutputFormat) -> anyhow::Result<ExitCode> {
     let opts = load_options(flags)?;
-    let parsed: EncryptionConfiguration = match config::parse_file(&flags.file, &opts) {
+    let source = Source::open(&flags.file)?;
+    let parsed: EncryptionConfiguration = match source.parse(&flags.file, &opts) {
         Ok(parsed) => parsed,
         Err(err) => {
-            print_rejection(&flags.file, &err);
-            return Ok(ExitCode::from(exit::FAILURE));
+            return emit(ExitCode::from(exit::FAILURE), |out| {
+                Ok(print_rejection(&source.shown, &err, out)?)
+            })
         }
     };
     // Masking and the KMSv1 gate are explained as warnings; the verdict still says whether it loads.
-    let load_error = config::load_file(&flags.file, &opts)
-        .err()
-        .map(|e| e.to_string());
+    let load_error = source.load(&flags.file, &opts).err().map(|e| e.to_string());
     let explanation = config::explain(&parsed, &opts);
     let report = ExplainReport {
-        file: flags.file.display().to_string(),
+        file: source.shown.clone(),
         loads: load_error.is_none(),
         load_error,
         explanation: &explanation,
-        file_warnings: file_mode_warning(&flags.file).into_iter().collect(),
+        file_warnings: source.file_warnings(&flags.file, &parsed),
     };
-    match format {
-        ExplainFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        ExplainFormat::Text => print_text(&report),
-    }
-    Ok(ExitCode::SUCCESS)
+    emit(ExitCode::SUCCESS, |out| match format {
+        OutputFormat::Table => Ok(print_text(&report, out)?),
+        document => write_document(document, &report, out),
+    })
 }
 
-fn print_text(report: &ExplainReport<'_>) {
-    println!("{} ({})", report.file, report.explanation.content_hash);
+fn print_text(report: &ExplainReport<'_>, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "{} ({})", report.file, report.explanation.content_hash)?;
     match &report.load_error {
-        None => println!("kube-apiserver would load this file."),
-        Some(err) => println!("kube-apiserver would NOT load this file: {err}"),
+        None => writeln!(out, "kube-apiserver would load this file.")?,
+        Some(err) => writeln!(out, "kube-apiserver would NOT load this file: {err}")?,
     }
     for entry in &report.explanation.entries {
-        println!();
-        println!("resources[{}]: {}", entry.index, entry.resources.join(", "));
-        println!("  writes: {}", describe(&entry.write, true));
+        writeln!(out)?;
+        let shadowed: Vec<String> = entry
+            .shadowed
+            .iter()
+            .map(|s| format!("{} (written by resources[{}])", s.resource, s.written_by))
+            .collect();
+        if entry.resources.is_empty() {
+            writeln!(
+                out,
+                "resources[{}]: governs nothing; also lists {}, whose reads only fall back to these providers",
+                entry.index,
+                shadowed.join(", ")
+            )?;
+            let reads: Vec<String> = entry
+                .read_order
+                .iter()
+                .map(|s| describe(s, false))
+                .collect();
+            writeln!(out, "  read fallback: {}", reads.join(" -> "))?;
+            continue;
+        }
+        writeln!(
+            out,
+            "resources[{}]: {}",
+            entry.index,
+            entry.resources.join(", ")
+        )?;
+        if !shadowed.is_empty() {
+            writeln!(
+                out,
+                "  also lists (not governed here): {}",
+                shadowed.join(", ")
+            )?;
+        }
+        writeln!(out, "  writes: {}", describe(&entry.write, true))?;
         let reads: Vec<String> = entry
             .read_order
             .iter()
             .map(|s| describe(s, false))
             .collect();
-        println!("  reads:  {}", reads.join(" -> "));
+        writeln!(out, "  reads:  {}", reads.join(" -> "))?;
+        for x in &entry.extended_reads {
+            let reads: Vec<String> = x.read_order.iter().map(|s| describe(s, false)).collect();
+            let from: Vec<String> = x
+                .from_entries
+                .iter()
+                .map(|i| format!("resources[{i}]"))
+                .collect();
+            writeln!(
+                out,
+                "  reads {}: {} (with {})",
+                x.resource,
+                reads.join(" -> "),
+                from.join(", ")
+            )?;
+        }
         for w in &entry.warnings {
-            println!("  warning [{}]: {}", w.code, w.message);
+            writeln!(out, "  warning [{}]: {}", w.code, w.message)?;
         }
     }
     let global: Vec<&Warning> = report
@@ -187,11 +349,12 @@ fn print_text(report: &ExplainReport<'_>) {
         .chain(&report.file_warnings)
         .collect();
     if !global.is_empty() {
-        println!();
+        writeln!(out)?;
         for w in global {
-            println!("warning [{}]: {}", w.code, w.message);
+            writeln!(out, "warning [{}]: {}", w.code, w.message)?;
         }
     }
+    Ok(())
 }
 
 fn describe(step: &Step, with_prefix: bool) -> String {
@@ -206,7 +369,7 @@ fn describe(step: &Step, with_prefix: bool) -> String {
     }
 }
 
-/// The file holds keys (or KMS socket paths): it should be readable by its owner only.
+/// The file holds keys: it should be readable by its owner only.
 #[cfg(unix)]
 fn file_mode_warning(path: &Path) -> Option<Warning> {
     use std::os::unix::fs::PermissionsExt as _;

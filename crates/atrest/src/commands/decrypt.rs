@@ -1,30 +1,27 @@
 //! `atrest decrypt`: an etcd value on stdin → the plaintext kube-apiserver would read → stdout;
-//! which provider and key read it, and whether it is stale, on stderr.
+//! which provider and key read it, and whether it is stale, on stderr. With `-o json|yaml` stdout
+//! holds one document instead: the report and the plaintext (base64).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use base64::Engine as _;
 use serde::Serialize;
 
 use super::encrypt::{describe, CryptoArgs};
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ReportFormat {
-    #[default]
-    Text,
-    Json,
-}
+use super::report_output::{write_document, OutputFormat};
 
 #[derive(clap::Args, Debug)]
 pub struct DecryptArgs {
     #[command(flatten)]
     pub crypto: CryptoArgs,
-    /// Format of the report on stderr.
+    /// `text`: plaintext on stdout, report on stderr; `json`/`yaml`: one document on stdout with
+    /// the report and the plaintext as base64.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
-    pub output: ReportFormat,
+    pub output: OutputFormat,
 }
 
-/// What `decrypt` reports on stderr (never the value itself).
+/// What `decrypt -o json|yaml` prints.
 #[derive(Serialize)]
 struct Report<'a> {
     provider: &'static str,
@@ -34,13 +31,22 @@ struct Report<'a> {
     key_index: Option<usize>,
     key_id: Option<&'a str>,
     stale: bool,
+    /// The plaintext, base64 (as a Secret's `data`).
+    plaintext: &'a str,
 }
 
 pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
     let transformer = args.crypto.transformer()?;
+    super::common::check_kms_for(&transformer)?;
     let stored = args.crypto.read_input()?;
     let outcome = transformer
         .read(&stored, args.crypto.etcd_key.as_bytes())
+        .map_err(
+            |e| match super::common::outage_of(&e, "nothing was printed") {
+                Some(outage) => outage,
+                None => anyhow::Error::new(e),
+            },
+        )
         .with_context(|| {
             format!(
                 "decrypting the value for {} at {}",
@@ -48,33 +54,35 @@ pub fn run(args: DecryptArgs) -> anyhow::Result<ExitCode> {
             )
         })?;
     let p = &outcome.provider;
-    match args.output {
-        ReportFormat::Json => {
-            let report = Report {
-                provider: p.kind.config_name(),
-                provider_kind: p.kind.to_string(),
-                provider_index: p.provider_index,
-                key_name: p.key_name.as_deref(),
-                key_index: p.key_index,
-                key_id: p.key_id.as_deref(),
-                stale: outcome.stale,
-            };
-            eprintln!("{}", serde_json::to_string(&report)?);
-        }
-        ReportFormat::Text => {
-            let stale = if outcome.stale {
-                "stale: yes (a no-op update would rewrite it)"
-            } else {
-                "stale: no"
-            };
-            eprintln!(
-                "read by {} (provider #{}); {stale}",
-                describe(p),
-                p.provider_index
-            );
-        }
-    }
     let plaintext = zeroize::Zeroizing::new(outcome.plaintext);
+    if args.output.is_document() {
+        let encoded = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD.encode(plaintext.as_slice()),
+        );
+        let report = Report {
+            provider: p.kind.config_name(),
+            provider_kind: p.kind.to_string(),
+            provider_index: p.provider_index,
+            key_name: p.key_name.as_deref(),
+            key_index: p.key_index,
+            key_id: p.key_id.as_deref(),
+            stale: outcome.stale,
+            plaintext: &encoded,
+        };
+        return super::common::emit(ExitCode::SUCCESS, |out| {
+            write_document(args.output, &report, out)
+        });
+    }
+    let stale = if outcome.stale {
+        "stale: yes (a no-op update would rewrite it)"
+    } else {
+        "stale: no"
+    };
+    note!(
+        "read by {} (provider #{}); {stale}",
+        describe(p),
+        p.provider_index
+    );
     args.crypto.write_output(&plaintext)?;
     Ok(ExitCode::SUCCESS)
 }

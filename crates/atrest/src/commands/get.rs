@@ -82,6 +82,7 @@ async fn crd_names(
 
 pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let (_, transformers) = args.config.load()?;
+    super::common::check_kms_for(&transformers.for_resource(&gr))?;
     let rt = runtime()?;
     let conn = args.etcd.connect(&rt)?;
     let (key, gr) = etcd_key(&args, &rt, &conn)?;
@@ -93,7 +94,10 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let outcome = match transformers.for_resource(&gr).read(&stored, key.as_bytes()) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!(
+            if let Some(outage) = super::common::outage_of(&e, "nothing was printed") {
+                return Err(outage.context(format!("reading etcd key {key}")));
+            }
+            note!(
                 "error: cannot decrypt etcd key {key} (resource {gr}) with {}: {e}",
                 args.config.config.display()
             );
@@ -101,7 +105,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let p = &outcome.provider;
-    eprintln!(
+    note!(
         "# {key}: {}{}{}, {}, resourceVersion {mod_revision}",
         p.kind,
         p.key_name

@@ -18,6 +18,9 @@ use atrest_kms::server::{self, ServeConfig};
 use atrest_kms::Endpoint;
 use atrest_kms::Zeroizing;
 
+use super::common::{emit, parse_duration};
+use super::report_output::{write_document, OutputFormat};
+
 #[derive(clap::Subcommand)]
 pub enum KmsCommand {
     /// Run the KMS v2 plugin kube-apiserver calls (default backend: local key store).
@@ -28,7 +31,7 @@ pub enum KmsCommand {
     /// --health-interval, older versions keep decrypting.
     Rotate(StoreArgs),
     /// List the KEK versions and key ids of a local key store.
-    List(StoreArgs),
+    List(ListArgs),
     /// Create a non-extractable AES-256 key in a PKCS#11 token for the pkcs11 backend.
     #[command(name = "pkcs11-keygen")]
     Pkcs11Keygen(Pkcs11Args),
@@ -189,12 +192,12 @@ pub struct ServeArgs {
     /// Serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9464.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Timeout of each backend call, in seconds.
-    #[arg(long, default_value_t = 3.0)]
-    pub timeout: f64,
-    /// Seconds between background key refreshes + health probes.
-    #[arg(long, default_value_t = 5.0)]
-    pub health_interval: f64,
+    /// Timeout of each backend call (e.g. 3s, 500ms; a bare number is seconds).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Time between background key refreshes + health probes (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub health_interval: Duration,
     /// Log format on stderr (level from ATREST_LOG, default info).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -205,9 +208,19 @@ pub struct StatusArgs {
     /// Plugin socket, unix:///path or unix:///@name.
     #[arg(long)]
     pub endpoint: String,
-    /// Per-call timeout in seconds.
-    #[arg(long, default_value_t = 3.0)]
-    pub timeout: f64,
+    /// Per-call timeout (e.g. 3s).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: OutputFormat,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -215,12 +228,6 @@ pub enum BenchOpArg {
     Encrypt,
     Decrypt,
     Both,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum, PartialEq, Eq)]
-pub enum OutputFormat {
-    Table,
-    Json,
 }
 
 #[derive(clap::Args)]
@@ -231,9 +238,9 @@ pub struct BenchArgs {
     /// Concurrent callers.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
-    /// Seconds per operation.
-    #[arg(long, default_value_t = 5.0)]
-    pub duration: f64,
+    /// Time per operation (e.g. 5s).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
     /// Which RPC to measure.
     #[arg(long, value_enum, default_value = "both")]
     pub op: BenchOpArg,
@@ -243,8 +250,8 @@ pub struct BenchArgs {
     /// The plugin's process id (same host): also report its CPU time per call (/proc/PID/stat).
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
-    /// Output: a table, or one JSON object per operation and line.
-    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    /// Output: a table, or one JSON/YAML document (`{"endpoint": …, "results": [...]}`).
+    #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
 }
 
@@ -307,13 +314,6 @@ fn default_listen() -> String {
     }
 }
 
-fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    if !(s.is_finite() && s > 0.0 && s < 1e6) {
-        bail!("{what} must be a positive number of seconds");
-    }
-    Ok(Duration::from_secs_f64(s))
-}
-
 fn store_dir(args: &StoreArgs) -> PathBuf {
     args.key_store.clone().unwrap_or_else(local::default_dir)
 }
@@ -342,7 +342,7 @@ fn init(args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let store = KeyStore::init(&dir, pass.as_ref().map(|p| p.as_slice()))?;
     let backend = LocalBackend::from_store(store)?;
     let id = atrest_kms::KeyBackend::current_key_id(&backend)?;
-    println!(
+    say!(
         "created key store {} ({}), key id {id}",
         dir.display(),
         if pass.is_some() {
@@ -361,31 +361,51 @@ fn rotate(args: &StoreArgs) -> anyhow::Result<ExitCode> {
     let version = store.rotate()?;
     let backend = LocalBackend::from_store(store)?;
     let id = atrest_kms::KeyBackend::current_key_id(&backend)?;
-    println!(
+    say!(
         "added KEK version {version} to {}, new key id {id}",
         dir.display()
     );
     Ok(ExitCode::SUCCESS)
 }
 
-fn list(args: &StoreArgs) -> anyhow::Result<ExitCode> {
-    let dir = store_dir(args);
-    let pass = passphrase(args)?;
+/// One KEK version of `kms list -o json|yaml`.
+#[derive(serde::Serialize)]
+struct KekOut<'a> {
+    version: u32,
+    /// `primary` (wraps new seeds) or `decrypt` (kept to unwrap older ones).
+    role: &'static str,
+    key_id: &'a str,
+}
+
+fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let dir = store_dir(&args.store);
+    let pass = passphrase(&args.store)?;
     let backend = LocalBackend::open(&dir, pass.as_ref().map(|p| p.as_slice()))?;
     let ids = backend.key_ids();
     let primary = ids.last().map(|(v, _)| *v);
-    println!("{:<8} {:<8} KEY ID", "VERSION", "ROLE");
-    for (v, id) in &ids {
-        println!(
-            "{v:<8} {:<8} {id}",
-            if Some(*v) == primary {
+    let keys: Vec<KekOut<'_>> = ids
+        .iter()
+        .map(|(v, id)| KekOut {
+            version: *v,
+            role: if Some(*v) == primary {
                 "primary"
             } else {
                 "decrypt"
-            }
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+            },
+            key_id: id,
+        })
+        .collect();
+    emit(ExitCode::SUCCESS, |out| {
+        if args.output.is_document() {
+            let doc = serde_json::json!({ "key_store": dir.display().to_string(), "keys": keys });
+            return write_document(args.output, &doc, out);
+        }
+        writeln!(out, "{:<8} {:<8} KEY ID", "VERSION", "ROLE")?;
+        for k in &keys {
+            writeln!(out, "{:<8} {:<8} {}", k.version, k.role, k.key_id)?;
+        }
+        Ok(())
+    })
 }
 
 fn pkcs11_config(args: &Pkcs11Args) -> anyhow::Result<Pkcs11Config> {
@@ -503,7 +523,7 @@ fn ensure_store(args: &ServeArgs, pass: Option<&[u8]>) -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_serve_logging(args.log_format);
-    let timeout = secs(args.timeout, "--timeout")?;
+    let timeout = args.timeout;
     let listen = args.listen.clone().unwrap_or_else(default_listen);
     let endpoint = Endpoint::parse(&listen)?;
     let spec = match args.backend {
@@ -529,7 +549,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         allowed_uids: args.allowed_uids.clone(),
         v1beta1: args.v1beta1,
         call_timeout: timeout,
-        health_interval: secs(args.health_interval, "--health-interval")?,
+        health_interval: args.health_interval,
         metrics_listen: args.metrics_listen,
     };
     server::run_blocking(config, spec)?;
@@ -540,26 +560,39 @@ fn pkcs11_keygen(args: &Pkcs11Args) -> anyhow::Result<ExitCode> {
     let config = pkcs11_config(args)?;
     let label = config.key_labels[0].clone();
     let k = p11::generate_key(&config, &label)?;
-    println!(
+    say!(
         "created AES-256 key {:?} in the token, key id {}",
-        k.label, k.key_id
+        k.label,
+        k.key_id
     );
     Ok(ExitCode::SUCCESS)
 }
 
 fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let timeout = secs(args.timeout, "--timeout")?;
     let kms = connector();
-    let client = kms.connect_v2("status", &args.endpoint, timeout)?;
+    let client = kms.connect_v2("status", &args.endpoint, args.timeout)?;
     let s = client.status()?;
-    println!(
-        "version: {}\nhealthz: {}\nkey_id:  {}",
-        s.version, s.healthz, s.key_id
-    );
-    Ok(if s.healthz == "ok" {
+    let code = if s.healthz == "ok" {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(crate::exit::FAILURE)
+    };
+    emit(code, |out| {
+        if args.output.is_document() {
+            let doc = serde_json::json!({
+                "endpoint": args.endpoint,
+                "version": s.version,
+                "healthz": s.healthz,
+                "key_id": s.key_id,
+            });
+            return write_document(args.output, &doc, out);
+        }
+        writeln!(
+            out,
+            "version: {}\nhealthz: {}\nkey_id:  {}",
+            s.version, s.healthz, s.key_id
+        )?;
+        Ok(())
     })
 }
 
@@ -567,7 +600,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let opts = BenchOptions {
         endpoint: Endpoint::parse(&args.endpoint)?,
         concurrency: args.concurrency.max(1),
-        duration: secs(args.duration, "--duration")?,
+        duration: args.duration,
         op: match args.op {
             BenchOpArg::Encrypt => BenchOp::Encrypt,
             BenchOpArg::Decrypt => BenchOp::Decrypt,
@@ -577,33 +610,32 @@ fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         server_pid: args.server_pid,
     };
     let results = atrest_kms::bench::run_blocking(&opts)?;
-    match args.output {
-        OutputFormat::Json => {
-            for r in &results {
-                println!("{}", serde_json::to_string(r)?);
-            }
+    emit(ExitCode::SUCCESS, |out| {
+        if args.output.is_document() {
+            let doc = serde_json::json!({ "endpoint": args.endpoint, "results": results });
+            return write_document(args.output, &doc, out);
         }
-        OutputFormat::Table => {
-            let cpu_header = if args.server_pid.is_some() {
-                format!(" {:>15}", "SERVER CPU µs")
-            } else {
-                String::new()
-            };
-            println!(
-                "{:<8} {:>11} {:>11} {:>12} {:>9} {:>9} {:>7}{cpu_header}",
-                "OP", "CONCURRENCY", "CALLS", "CALLS/S", "P50 µs", "P99 µs", "ERRORS"
-            );
-            for r in &results {
-                let cpu = r
-                    .server_cpu_us_per_call
-                    .map(|us| format!(" {us:>15.1}"))
-                    .unwrap_or_default();
-                println!(
-                    "{:<8} {:>11} {:>11} {:>12.0} {:>9} {:>9} {:>7}{cpu}",
-                    r.op, r.concurrency, r.calls, r.calls_per_s, r.p50_us, r.p99_us, r.errors
-                );
-            }
+        let cpu_header = if args.server_pid.is_some() {
+            format!(" {:>15}", "SERVER CPU µs")
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "{:<8} {:>11} {:>11} {:>12} {:>9} {:>9} {:>7}{cpu_header}",
+            "OP", "CONCURRENCY", "CALLS", "CALLS/S", "P50 µs", "P99 µs", "ERRORS"
+        )?;
+        for r in &results {
+            let cpu = r
+                .server_cpu_us_per_call
+                .map(|us| format!(" {us:>15.1}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:<8} {:>11} {:>11} {:>12.0} {:>9} {:>9} {:>7}{cpu}",
+                r.op, r.concurrency, r.calls, r.calls_per_s, r.p50_us, r.p99_us, r.errors
+            )?;
         }
-    }
-    Ok(ExitCode::SUCCESS)
+        Ok(())
+    })
 }

@@ -8,12 +8,43 @@ use atrest_store::etcd::status::ScanProgress;
 use atrest_store::report::{ExitClass, Row, StatusReport};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// `-o table|json`.
+/// `-o table|json|yaml`, the same for every command that reports: a table (or text) for people,
+/// or exactly one JSON or YAML document on stdout for scripts.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
     #[default]
+    #[value(alias = "text")]
     Table,
     Json,
+    Yaml,
+}
+
+impl OutputFormat {
+    /// Whether a document (JSON or YAML) is asked for instead of the human format.
+    pub fn is_document(self) -> bool {
+        self != OutputFormat::Table
+    }
+}
+
+/// Writes `value` as the one JSON or YAML document of the output (`Table` writes JSON too:
+/// callers print their own table instead).
+pub fn write_document<T: serde::Serialize + ?Sized>(
+    format: OutputFormat,
+    value: &T,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match format {
+        OutputFormat::Yaml => {
+            let json = serde_json::to_value(value)?;
+            out.write_all(super::yaml_output::single(&json)?.as_bytes())?;
+        }
+        OutputFormat::Json | OutputFormat::Table => {
+            // As an io::Error, so that a closed pipe stays recognizable.
+            serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+    }
+    Ok(())
 }
 
 /// The exit code for a report: 0 all current, 3 stale/plaintext present, 4 unreadable present.
@@ -43,18 +74,19 @@ fn key_column(row: &Row) -> String {
     }
 }
 
-/// Writes the report as a table or as JSON (`{"rows": [...], "totals": {...}, "unreadable": [...]}`).
+/// Writes the report as a table or as one JSON/YAML document
+/// (`{"rows": [...], "totals": {...}, "unreadable": [...]}`).
 pub fn render_status(
     report: &StatusReport,
     format: OutputFormat,
     out: &mut dyn Write,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
+    for warning in &report.warnings {
+        note!("warning: {warning}");
+    }
     match format {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut *out, report)?;
-            writeln!(out)
-        }
-        OutputFormat::Table => render_table(report, out),
+        OutputFormat::Table => Ok(render_table(report, out)?),
+        document => write_document(document, report, out),
     }
 }
 

@@ -7,12 +7,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use atrest_core::GroupResource;
+use atrest_store::etcd::checkpoint::Checkpoint;
 use atrest_store::etcd::rewrite::{
     rewrite, CheckpointOptions, RewriteOptions, RewriteSummary, Selection,
 };
 
 use super::etcd_args::{runtime, ConfigArgs, EtcdArgs};
-use super::report_output::{OutputFormat, Progress};
+use super::report_output::{write_document, OutputFormat, Progress};
 
 /// Where the checkpoint goes unless --checkpoint says otherwise.
 pub const DEFAULT_CHECKPOINT: &str = "atrest-rewrite.checkpoint.json";
@@ -57,6 +58,7 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let (config, transformers) = args.config.load()?;
+    super::common::check_kms(&transformers)?;
     let selection = if args.resources.is_empty() {
         Selection::AllCovered
     } else {
@@ -85,9 +87,23 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
     };
     if args.resume && !args.checkpoint.exists() {
         bail!(
-            "--resume: checkpoint {} does not exist",
+            "--resume refused, nothing was written: checkpoint {} does not exist",
             args.checkpoint.display()
         );
+    }
+    if args.resume {
+        // Checked here too so that a refusal is one message, not "rewrite stopped … rerun with
+        // --resume" around "… rerun without --resume".
+        Checkpoint::load(&args.checkpoint)
+            .and_then(|saved| {
+                saved.check_matches(
+                    &args.checkpoint,
+                    &args.etcd.etcd_prefix,
+                    &config.content_hash,
+                    &selection.names(),
+                )
+            })
+            .context("--resume refused, nothing was written")?;
     }
     let opts = RewriteOptions {
         etcd_prefix: args.etcd.etcd_prefix.clone(),
@@ -112,29 +128,24 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
     });
     let result = rt.block_on(rewrite(&conn, transformers, &opts, &progress));
     progress.finish();
-    let summary = result.with_context(|| {
-        if args.dry_run {
-            "rewrite --dry-run failed; nothing was written".to_string()
-        } else {
-            format!(
-                "rewrite stopped; objects written so far are correct, rerun with --resume --checkpoint {}",
-                args.checkpoint.display()
-            )
-        }
-    })?;
-    let mut out = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &summary)?;
-            writeln!(out)?;
-        }
-        OutputFormat::Table => render(&summary, &mut out)?,
-    }
-    Ok(ExitCode::from(if summary.unreadable > 0 {
+    let stopped = if args.dry_run {
+        "rewrite --dry-run failed; nothing was written".to_string()
+    } else {
+        format!(
+            "rewrite stopped; objects written so far are correct, rerun with --resume --checkpoint {}",
+            args.checkpoint.display()
+        )
+    };
+    let summary = result.map_err(|e| super::common::etcd_failure(e, stopped.clone(), &stopped))?;
+    let code = ExitCode::from(if summary.unreadable > 0 {
         crate::exit::UNREADABLE
     } else {
         crate::exit::SUCCESS
-    }))
+    });
+    super::common::emit(code, |out| match args.output {
+        OutputFormat::Table => Ok(render(&summary, out)?),
+        document => write_document(document, &summary, out),
+    })
 }
 
 fn render(s: &RewriteSummary, out: &mut dyn Write) -> std::io::Result<()> {

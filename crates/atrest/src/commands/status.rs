@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use atrest_store::report::ReportOptions;
 
 use super::etcd_args::{runtime, ConfigArgs, EtcdArgs};
@@ -27,6 +26,7 @@ pub struct StatusArgs {
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let (_, transformers) = args.config.load()?;
+    super::common::check_kms(&transformers)?;
     let rt = runtime()?;
     let conn = args.etcd.connect(&rt)?;
     let opts = ReportOptions {
@@ -43,15 +43,22 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             opts,
             &progress,
         ))
-        .with_context(|| format!("reading {} from etcd", args.etcd.etcd_prefix))?;
+        .map_err(|e| {
+            super::common::etcd_failure(
+                e,
+                format!("reading {} from etcd", args.etcd.etcd_prefix),
+                "the scan stopped and no report was made",
+            )
+        })?;
     progress.finish();
-    let mut out = std::io::stdout().lock();
-    render_status(&report, args.output, &mut out)?;
+    let code = super::common::emit(exit_code(report.exit_class()), |out| {
+        render_status(&report, args.output, out)
+    })?;
     let elapsed = started.elapsed().as_secs_f64();
-    eprintln!(
+    note!(
         "read {} objects at revision {revision} in {elapsed:.2}s ({:.0} objects/s)",
         report.totals.objects,
         report.totals.objects as f64 / elapsed.max(1e-9)
     );
-    Ok(exit_code(report.exit_class()))
+    Ok(code)
 }

@@ -27,7 +27,7 @@ use self::state::Tracker;
 use self::validate::validate_object;
 use super::{BodyRead, KeyRef, Provider};
 use crate::kms::{DecryptRequest, KmsV2Service};
-use crate::transformer::{ProviderKind, TransformError};
+use crate::transformer::{KmsOutage, ProviderKind, TransformError};
 
 /// Decrypted DEKs/seeds are kept this long (expired entries are still served until the next insert
 /// collects them, as upstream's cache does).
@@ -87,6 +87,7 @@ type DekCache = HashMap<[u8; 32], (Arc<DataKey>, SystemTime)>;
 
 pub(crate) struct KmsV2Provider {
     name: String,
+    endpoint: String,
     prefix: Vec<u8>,
     service: Arc<dyn KmsV2Service>,
     tracker: Tracker,
@@ -95,12 +96,19 @@ pub(crate) struct KmsV2Provider {
 }
 
 impl KmsV2Provider {
-    pub(crate) fn new(name: &str, service: Arc<dyn KmsV2Service>, options: &KmsV2Options) -> Self {
+    pub(crate) fn new(
+        name: &str,
+        endpoint: &str,
+        service: Arc<dyn KmsV2Service>,
+        options: &KmsV2Options,
+    ) -> Self {
         Self {
             name: name.to_string(),
+            endpoint: endpoint.to_string(),
             prefix: format!("{}{name}:", super::KMSV2_PREFIX).into_bytes(),
             tracker: Tracker::new(
                 name,
+                endpoint,
                 Arc::clone(&service),
                 options.write_type.as_i32(),
                 options.status_interval,
@@ -141,10 +149,14 @@ impl KmsV2Provider {
             key_id: object.key_id.clone(),
             annotations: object.annotations.clone(),
         };
-        let plaintext = self
-            .service
-            .decrypt(&request)
-            .map_err(|e| TransformError::msg(format!("failed to decrypt DEK, error: {e}")))?;
+        let plaintext = self.service.decrypt(&request).map_err(|e| {
+            super::kms_failure(
+                &self.name,
+                &self.endpoint,
+                &e,
+                format!("failed to decrypt DEK, error: {e}"),
+            )
+        })?;
         let data_key = Arc::new(DataKey::new(object.encrypted_dek_source_type, &plaintext)?);
         if let Ok(mut cache) = self.cache.lock() {
             let now = self.clock.now();
@@ -198,17 +210,25 @@ impl Provider for KmsV2Provider {
     fn write_key(&self) -> KeyRef {
         self.key_ref(self.tracker.peek_key_id())
     }
-    fn identify(&self, body: &[u8]) -> Option<(KeyRef, bool)> {
+    fn identify(&self, body: &[u8]) -> Result<Option<(KeyRef, bool)>, TransformError> {
         let Ok(object) = Self::decode(body) else {
-            return Some((self.key_ref(None), false));
+            return Ok(Some((self.key_ref(None), false)));
         };
         // Staleness needs the plugin's current key ID (a Status call at most); never Decrypt.
-        let stale = match self.tracker.current() {
-            Ok((key_id, source_type)) => {
-                object.key_id != key_id || object.encrypted_dek_source_type != source_type
-            }
-            Err(_) => false,
-        };
-        Some((self.key_ref(Some(object.key_id)), stale))
+        // Without it the answer is unknown: an outage, never "current".
+        let (key_id, source_type) = self.tracker.current()?;
+        let stale = object.key_id != key_id || object.encrypted_dek_source_type != source_type;
+        Ok(Some((self.key_ref(Some(object.key_id)), stale)))
+    }
+    fn check_kms(&self) -> Result<(), KmsOutage> {
+        match self.tracker.current() {
+            Ok(_) => Ok(()),
+            Err(TransformError::Outage(o)) => Err(o),
+            Err(other) => Err(KmsOutage {
+                provider: self.name.clone(),
+                endpoint: self.endpoint.clone(),
+                message: other.to_string(),
+            }),
+        }
     }
 }

@@ -22,7 +22,7 @@ use super::object::EncryptedObject;
 use super::validate::{go_quote, validate_key_id, validate_object};
 use crate::kms::KmsV2Service;
 use crate::providers::random;
-use crate::transformer::TransformError;
+use crate::transformer::{KmsOutage, TransformError};
 
 /// How long a write state may be used after its last successful `Status`.
 const WRITE_TTL: Duration = Duration::from_secs(180);
@@ -67,6 +67,7 @@ struct Inner {
 
 pub(crate) struct Tracker {
     name: String,
+    endpoint: String,
     service: Arc<dyn KmsV2Service>,
     write_type: i32,
     interval: Duration,
@@ -88,6 +89,7 @@ fn key_id_hash(key_id: &str) -> String {
 impl Tracker {
     pub(crate) fn new(
         name: &str,
+        endpoint: &str,
         service: Arc<dyn KmsV2Service>,
         write_type: i32,
         interval: Duration,
@@ -95,6 +97,7 @@ impl Tracker {
     ) -> Self {
         Self {
             name: name.to_string(),
+            endpoint: endpoint.to_string(),
             service,
             write_type,
             interval,
@@ -147,7 +150,7 @@ impl Tracker {
         let write = inner.write.clone().ok_or_else(|| self.no_state(&inner))?;
         let now = self.clock.now();
         if now > write.expires {
-            return Err(TransformError::msg(format!(
+            return Err(self.outage(format!(
                 "encryptedDEKSource with keyID hash {} expired at {} (current time is {})",
                 go_quote(&key_id_hash(&write.template.key_id)),
                 rfc3339(write.expires),
@@ -157,8 +160,18 @@ impl Tracker {
         Ok(write)
     }
 
+    /// Every failure of the write state is the plugin's: it did not answer Status or Encrypt, or
+    /// answered something unusable. None says anything about a stored value.
+    fn outage(&self, message: String) -> TransformError {
+        TransformError::Outage(KmsOutage {
+            provider: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            message,
+        })
+    }
+
     fn no_state(&self, inner: &Inner) -> TransformError {
-        TransformError::msg(match &inner.last_error {
+        self.outage(match &inner.last_error {
             Some(err) => err.clone(),
             None => format!(
                 "kmsv2 Provider {} has no valid key ID and DEK/seed yet",
@@ -204,6 +217,16 @@ impl Tracker {
                 return;
             }
         };
+        // An unhealthy plugin's key ID may be outdated (its backend cannot tell it about a
+        // rotation): unlike kube-apiserver, which still adopts it, atrest neither reports nor
+        // writes with it (upstream's text).
+        if status.healthz != "ok" {
+            inner.last_error = Some(format!(
+                "kmsv2 Provider {} is not healthy, error: got unexpected healthz status: {}",
+                self.name, status.healthz
+            ));
+            return;
+        }
         // Read after Status returns and before Encrypt, like upstream: a conservative bound.
         let expires = self.clock.now() + WRITE_TTL;
         if let Err(err) = validate_key_id(&status.key_id) {

@@ -89,6 +89,14 @@ pub struct ExportArgs {
     include_recreated: bool,
 }
 
+/// Why one object could not be exported.
+enum ObjectError {
+    /// A KMS provider is not answering: stop, this is not about the object.
+    Outage(atrest_core::KmsOutage),
+    /// This object cannot be decrypted or decoded: list it, go on.
+    Failed(String),
+}
+
 /// Decrypts and decodes one value; the object has `metadata.resourceVersion` = `mod_revision`, as
 /// kube-apiserver serves it.
 fn decrypt_decode(
@@ -97,13 +105,16 @@ fn decrypt_decode(
     key: &[u8],
     value: &[u8],
     mod_revision: i64,
-) -> Result<(Vec<u8>, Value), String> {
+) -> Result<(Vec<u8>, Value), ObjectError> {
     let outcome = transformers
         .for_resource(&info.resource)
         .read(value, key)
-        .map_err(|e| format!("decrypt: {e}"))?;
-    let object =
-        decode_object_at(&outcome.plaintext, mod_revision).map_err(|e| format!("decode: {e}"))?;
+        .map_err(|e| match e.outage() {
+            Some(o) => ObjectError::Outage(o.clone()),
+            None => ObjectError::Failed(format!("decrypt: {e}")),
+        })?;
+    let object = decode_object_at(&outcome.plaintext, mod_revision)
+        .map_err(|e| ObjectError::Failed(format!("decode: {e}")))?;
     Ok((outcome.plaintext, object))
 }
 
@@ -120,6 +131,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
     })?;
     let key = target.key.clone();
     let gr = target.resource.clone();
+    crate::commands::common::check_kms_for(&transformers.for_resource(&gr))?;
     let (snap, index) = open_and_index(&args.snapshot, key.clone().into_bytes())?;
     let Some((_, rev)) = index.entries().find(|(k, _)| *k == key.as_bytes()) else {
         anyhow::bail!(
@@ -138,8 +150,14 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
         name: target.name,
     };
     let (plaintext, object) =
-        decrypt_decode(&transformers, &info, &kv.key, &kv.value, kv.mod_revision)
-            .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        decrypt_decode(&transformers, &info, &kv.key, &kv.value, kv.mod_revision).map_err(|e| {
+            match e {
+                ObjectError::Outage(o) => {
+                    crate::commands::common::kms_outage(&o, "nothing was printed")
+                }
+                ObjectError::Failed(e) => anyhow::anyhow!("{key}: {e}"),
+            }
+        })?;
     let mut out = io::stdout().lock();
     match args.output {
         GetFormat::Raw => out.write_all(&plaintext)?,
@@ -211,24 +229,25 @@ impl Sink {
         })
     }
 
-    fn write(&mut self, info: &KeyInfo, object: &Value) -> Result<(), String> {
+    /// `Err(Ok(reason))`: this object is skipped; `Err(Err(io))`: the output itself failed (closed
+    /// pipe, full disk), so the export stops instead of failing once per remaining object.
+    fn write(&mut self, info: &KeyInfo, object: &Value) -> Result<(), Result<String, io::Error>> {
         match self {
             Sink::Stream { out, json, first } => {
                 let text = if *json {
                     let sep = if *first { "" } else { ",\n" };
                     format!(
                         "{sep}{}",
-                        serde_json::to_string_pretty(object).map_err(|e| e.to_string())?
+                        serde_json::to_string_pretty(object).map_err(|e| Ok(e.to_string()))?
                     )
                 } else {
-                    yaml_output::document(object).map_err(|e| e.to_string())?
+                    yaml_output::document(object).map_err(|e| Ok(e.to_string()))?
                 };
                 *first = false;
-                out.write_all(text.as_bytes())
-                    .map_err(|e| format!("writing output: {e}"))
+                out.write_all(text.as_bytes()).map_err(Err)
             }
             Sink::Dir(root) => {
-                let bad = |what: &str| format!("unsafe {what} for a file name");
+                let bad = |what: &str| Ok(format!("unsafe {what} for a file name"));
                 let mut dir = root.join(
                     safe_component(&info.resource.to_string()).ok_or_else(|| bad("resource"))?,
                 );
@@ -239,15 +258,18 @@ impl Sink {
                     "{}.yaml",
                     safe_component(&info.name).ok_or_else(|| bad("name"))?
                 ));
+                let in_path = |path: &Path, e: io::Error| {
+                    Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+                };
                 DirBuilder::new()
                     .recursive(true)
                     .mode(0o700)
                     .create(&dir)
-                    .map_err(|e| format!("{}: {e}", dir.display()))?;
-                let text = yaml_output::document(object).map_err(|e| e.to_string())?;
+                    .map_err(|e| in_path(&dir, e))?;
+                let text = yaml_output::document(object).map_err(|e| Ok(e.to_string()))?;
                 create_private(&file)
                     .and_then(|mut f| f.write_all(text.as_bytes()))
-                    .map_err(|e| format!("{}: {e}", file.display()))
+                    .map_err(|e| in_path(&file, e))
             }
         }
     }
@@ -265,6 +287,7 @@ impl Sink {
 
 pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let transformers = load_config(&args.config)?;
+    crate::commands::common::check_kms(&transformers)?;
     let prefix = keymap::normalize_prefix(&args.snapshot.etcd_prefix);
     let resources: Vec<GroupResource> = args
         .resource
@@ -298,7 +321,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let key_text = String::from_utf8_lossy(&kv.key).into_owned();
         let Some(info) = info else {
             if resources.is_empty() {
-                eprintln!("error: {key_text}: key does not map to a resource");
+                note!("error: {key_text}: key does not map to a resource");
                 failures.push((key_text, "key does not map to a resource".into()));
             }
             continue;
@@ -312,8 +335,17 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let mut object =
             match decrypt_decode(&transformers, &info, &kv.key, &kv.value, kv.mod_revision) {
                 Ok((_, object)) => object,
-                Err(e) => {
-                    eprintln!("error: {key_text}: {e}");
+                Err(ObjectError::Outage(o)) => {
+                    bar.finish();
+                    return Err(crate::commands::common::kms_outage(
+                        &o,
+                        &format!(
+                            "the export stopped at {key_text}; what was written before is incomplete"
+                        ),
+                    ));
+                }
+                Err(ObjectError::Failed(e)) => {
+                    note!("error: {key_text}: {e}");
                     failures.push((key_text, e));
                     continue;
                 }
@@ -328,18 +360,33 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         if !args.keep_server_fields {
             restore::strip_server_fields(&mut object);
         }
-        if let Err(e) = sink.write(&info, &object) {
-            eprintln!("error: {key_text}: {e}");
-            failures.push((key_text, e));
-            continue;
+        match sink.write(&info, &object) {
+            Ok(()) => {}
+            Err(Ok(e)) => {
+                note!("error: {key_text}: {e}");
+                failures.push((key_text, e));
+                continue;
+            }
+            // The reader is gone (`| head`): stop quietly with the verdict so far.
+            Err(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                bar.finish();
+                return Ok(export_code(&failures));
+            }
+            Err(Err(e)) => {
+                bar.finish();
+                return Err(anyhow::Error::new(e).context(format!("writing {key_text}")));
+            }
         }
         *exported.entry(info.resource.to_string()).or_default() += 1;
     }
     bar.finish();
-    sink.finish()?;
+    match sink.finish() {
+        Err(e) if crate::commands::common::is_broken_pipe(&e) => return Ok(export_code(&failures)),
+        other => other?,
+    }
     let total: u64 = exported.values().sum();
     let per: Vec<String> = exported.iter().map(|(r, n)| format!("{r}: {n}")).collect();
-    eprintln!(
+    note!(
         "exported {total} objects at revision {} ({}); {} failed",
         index.revision,
         if per.is_empty() {
@@ -365,14 +412,19 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut reasons: Vec<(&str, u64)> = reasons.into_iter().collect();
     reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     for (reason, n) in reasons.iter().take(10) {
-        eprintln!("  {n} x {reason}");
+        note!("  {n} x {reason}");
     }
     if reasons.len() > 10 {
-        eprintln!("  ... and {} other reasons", reasons.len() - 10);
+        note!("  ... and {} other reasons", reasons.len() - 10);
     }
-    Ok(ExitCode::from(if failures.is_empty() {
+    Ok(export_code(&failures))
+}
+
+/// 0 when every object was exported, 4 when some could not be (they were listed).
+fn export_code(failures: &[(String, String)]) -> ExitCode {
+    ExitCode::from(if failures.is_empty() {
         exit::SUCCESS
     } else {
         exit::UNREADABLE
-    }))
+    })
 }

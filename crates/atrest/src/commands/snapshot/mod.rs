@@ -120,6 +120,7 @@ pub(crate) fn open_and_index(
 
 fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let transformers = load_config(&args.config)?;
+    super::common::check_kms(&transformers)?;
     let prefix = keymap::normalize_prefix(&args.snapshot.etcd_prefix);
     let (snap, index) = open_and_index(&args.snapshot, prefix.clone().into_bytes())?;
     let opts = ReportOptions {
@@ -132,13 +133,25 @@ fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     for (n, kv) in snap.latest(&index).enumerate() {
         let kv =
             kv.with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
-        builder.add(&kv.key, &kv.value);
+        builder.add(&kv.key, &kv.value).map_err(|o| {
+            super::common::kms_outage(&o, "the scan stopped and no report was made")
+        })?;
         bar.update(n as u64 + 1, index.len() as u64);
     }
     bar.finish();
     let report = builder.finish();
-    render_status(&report, args.output, &mut std::io::stdout().lock())?;
-    Ok(exit_code(report.exit_class()))
+    super::common::emit(exit_code(report.exit_class()), |out| {
+        render_status(&report, args.output, out)
+    })
+}
+
+/// A value as a table cell: strings without quotes, `null` as `-`.
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
@@ -158,15 +171,13 @@ fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
         "live_keys": index.len(),
         "deleted_keys": index.deleted_keys,
     });
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&value)?),
+    super::common::emit(ExitCode::from(exit::SUCCESS), |out| match args.output {
         OutputFormat::Table => {
-            if let Some(map) = value.as_object() {
-                for (k, v) in map {
-                    println!("{k:<20} {v}");
-                }
+            for (k, v) in value.as_object().into_iter().flatten() {
+                writeln!(out, "{k:<20} {}", plain(v))?;
             }
+            Ok(())
         }
-    }
-    Ok(ExitCode::from(exit::SUCCESS))
+        document => super::report_output::write_document(document, &value, out),
+    })
 }
