@@ -14,6 +14,7 @@ pub mod keygen;
 pub mod kms;
 pub mod report_output;
 pub mod rewrite;
+pub mod rotate;
 pub mod snapshot;
 pub mod status;
 pub mod yaml_output;
