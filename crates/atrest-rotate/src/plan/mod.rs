@@ -301,11 +301,13 @@ fn plan_entry(
                          encrypt with (--provider aescbc|aesgcm|secretbox|kms)"
                     ))
                 })?,
-            Prov::Kms(k) => return Err(RotateError::Invalid(format!(
+            Prov::Kms(k) => {
+                return Err(RotateError::Invalid(format!(
                 "{shown} writes with kms {:?}: a new KEK needs no config change (`atrest rotate \
                      kek`); to move to another provider pass --provider",
                 k.name
-            ))),
+            )))
+            }
         },
     };
     let same_key =

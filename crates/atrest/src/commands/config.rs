@@ -37,6 +37,10 @@ pub struct LoadFlags {
 pub struct CheckArgs {
     #[command(flatten)]
     pub load: LoadFlags,
+    /// With `--endpoints`: also tell which stored objects FILE could not read, grouped by the
+    /// provider/key their stored prefix names (exit 4 if any).
+    #[command(flatten)]
+    pub etcd: super::etcd_args::EtcdArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,7 +60,7 @@ pub struct ExplainArgs {
 
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Check(args) => check(&args.load),
+        ConfigCommand::Check(args) => check(&args),
         ConfigCommand::Explain(args) => explain(&args.load, args.output),
     }
 }
@@ -79,11 +83,15 @@ fn load_options(flags: &LoadFlags) -> anyhow::Result<LoadOptions> {
     })
 }
 
-fn check(flags: &LoadFlags) -> anyhow::Result<ExitCode> {
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let flags = &args.load;
     let opts = load_options(flags)?;
     match config::load_file(&flags.file, &opts) {
         Ok(_) => {
             println!("ok");
+            if super::etcd_args::endpoints_given() {
+                return check_stored(args, &opts);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -91,6 +99,38 @@ fn check(flags: &LoadFlags) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(exit::FAILURE))
         }
     }
+}
+
+/// Which stored objects the (loadable) file could not read, by the key of their stored prefix.
+fn check_stored(args: &CheckArgs, opts: &LoadOptions) -> anyhow::Result<ExitCode> {
+    let (config, transformers) = super::common::load_transformers(&args.load.file, opts)?;
+    let rt = super::etcd_args::runtime()?;
+    let conn = args.etcd.connect(&rt)?;
+    let scan = rt.block_on(atrest_rotate::gates::scan_objects(
+        &conn,
+        &config,
+        transformers,
+        &args.etcd.etcd_prefix,
+        false,
+    ))?;
+    let lines = atrest_rotate::gates::unreadable_summary(&scan);
+    if lines.is_empty() {
+        println!(
+            "every stored object of the resources it covers is readable with {} (etcd revision {})",
+            args.load.file.display(),
+            scan.revision
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "stored objects {} could not read (etcd revision {}):",
+        args.load.file.display(),
+        scan.revision
+    );
+    for l in lines {
+        println!("  {l}");
+    }
+    Ok(ExitCode::from(exit::UNREADABLE))
 }
 
 /// kube-apiserver's message (as it would log it), with the line when the file is YAML; several

@@ -47,6 +47,26 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
     let mut out = std::io::stdout().lock();
     render_status(&report, args.output, &mut out)?;
+    if report.totals.unreadable > 0 && args.output == OutputFormat::Table {
+        // A candidate config: say which keys it lacks, one line per stored provider/key.
+        let (config, transformers) = args.config.load()?;
+        let scan = rt.block_on(atrest_rotate::gates::scan_objects(
+            &conn,
+            &config,
+            transformers,
+            &args.etcd.etcd_prefix,
+            args.verify,
+        ))?;
+        use std::io::Write as _;
+        writeln!(
+            out,
+            "\nNot readable with {}, by the key in their stored prefix:",
+            args.config.config.display()
+        )?;
+        for line in atrest_rotate::gates::unreadable_summary(&scan) {
+            writeln!(out, "  {line}")?;
+        }
+    }
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
         "read {} objects at revision {revision} in {elapsed:.2}s ({:.0} objects/s)",

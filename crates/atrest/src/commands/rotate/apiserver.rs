@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use atrest_rotate::metrics::{self, KeyIdSeen, LoadedConfig};
+use atrest_rotate::metrics::{self, LoadedConfig};
 use yaml_rust2::{Yaml, YamlLoader};
 use zeroize::Zeroizing;
 
@@ -15,7 +15,7 @@ use crate::commands::etcd_args::parse_duration;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiserverArgs {
     /// An apiserver to watch, e.g. `https://10.0.0.1:6443` (repeat for every control-plane node).
-    #[arg(long = "apiserver", value_name = "URL", required = true)]
+    #[arg(long = "apiserver", value_name = "URL")]
     pub apiservers: Vec<String>,
     /// kubeconfig whose current context supplies the credentials (and CA) for the apiservers.
     #[arg(long, value_name = "FILE")]
@@ -213,6 +213,11 @@ impl Apiservers {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder.build().context("building the HTTPS client")?;
+        if args.apiservers.is_empty() {
+            bail!(
+                "name every control-plane apiserver with --apiserver https://HOST:PORT (repeat it)"
+            );
+        }
         let mut urls = Vec::new();
         for u in &args.apiservers {
             let u = u.trim().trim_end_matches('/').to_string();
@@ -268,12 +273,20 @@ impl Apiservers {
         out
     }
 
-    /// Every apiserver's KMS v2 Status key-ID samples.
-    pub async fn key_ids(&self) -> Vec<Result<Vec<KeyIdSeen>, String>> {
-        let mut out = Vec::with_capacity(self.urls.len());
-        for u in &self.urls {
-            out.push(self.get_metrics(u).await.map(|t| metrics::key_ids_seen(&t)));
+    /// Refuses (naming the apiserver) unless every one reports `hash` as its loaded config.
+    pub async fn require_loaded(&self, hash: &str, what: &str) -> anyhow::Result<()> {
+        let mut bad = Vec::new();
+        for (url, obs) in self.urls.iter().zip(self.observe().await) {
+            if obs.hash() != Some(hash) {
+                bad.push(format!("{url} reports {}", obs.describe()));
+            }
         }
-        out
+        if !bad.is_empty() {
+            bail!(
+                "not every apiserver has loaded {what} ({hash}): {}. Writing with it now would break reads through them; install it everywhere first",
+                bad.join("; ")
+            );
+        }
+        Ok(())
     }
 }

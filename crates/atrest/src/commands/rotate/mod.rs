@@ -2,7 +2,7 @@
 //! apiserver (`/metrics`) and etcd (a scan at one revision) report. The procedure itself (configs,
 //! plan and state files, gates) lives in `atrest-rotate`; these modules do the I/O.
 
-mod apiserver;
+pub mod apiserver;
 pub mod apply;
 pub mod plan;
 mod session;

@@ -15,7 +15,7 @@ use atrest_rotate::plan::{generate, ConfigStep, PlanRequest, Target};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::commands::etcd_args::{parse_duration, runtime, ConfigArgs, EtcdArgs};
+use crate::commands::etcd_args::{endpoints_given, parse_duration, runtime, ConfigArgs, EtcdArgs};
 use crate::commands::report_output::OutputFormat;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,12 +62,6 @@ pub struct PlanArgs {
     pub etcd: EtcdArgs,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
-}
-
-/// Whether `--endpoints` (or `ETCDCTL_ENDPOINTS`) was given rather than defaulted.
-fn endpoints_given() -> bool {
-    std::env::var_os("ETCDCTL_ENDPOINTS").is_some()
-        || std::env::args_os().any(|a| a.to_string_lossy().starts_with("--endpoints"))
 }
 
 #[derive(Serialize)]
