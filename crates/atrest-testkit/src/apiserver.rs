@@ -7,6 +7,10 @@
 //! * `GET /metrics` reports the loaded config exactly as kube-apiserver ≥ 1.34 does:
 //!   `apiserver_encryption_config_controller_last_config_info{apiserver_id_hash="sha256:…",
 //!   hash="sha256:<hex sha256 of the file's bytes>"} 1`.
+//! * For every KMS v2 provider of the loaded config, `/metrics` also asks the plugin's Status and
+//!   reports `apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds{
+//!   apiserver_id_hash, key_id_hash="sha256:<hex of the key ID>", provider_name}` (kube-apiserver
+//!   polls Status every minute; the stand-in polls on each scrape).
 //! * `GET/PUT /api/v1/namespaces/NS/secrets/NAME`, `GET /api/v1/namespaces/NS/secrets` and
 //!   `GET /api/v1/secrets` read and write `<prefix>/secrets/NS/NAME` through the loaded
 //!   transformers (the etcd key is the AAD). A value the config cannot read fails the request with
@@ -63,6 +67,7 @@ impl ApiserverOptions {
 struct Loaded {
     hash: String,
     transformers: Transformers,
+    config: atrest_core::EncryptionConfiguration,
 }
 
 struct Shared {
@@ -85,8 +90,9 @@ fn load(opts: &ApiserverOptions) -> Result<Loaded, String> {
     let transformers =
         Transformers::build(&config, Arc::clone(&opts.kms)).map_err(|e| e.to_string())?;
     Ok(Loaded {
-        hash: config.content_hash,
+        hash: config.content_hash.clone(),
         transformers,
+        config,
     })
 }
 
@@ -399,6 +405,8 @@ async fn handle(shared: Arc<Shared>, mut client: Client, mut stream: TcpStream) 
                  # TYPE apiserver_encryption_config_controller_last_config_info gauge\n\
                  apiserver_encryption_config_controller_last_config_info{{apiserver_id_hash=\"{id_hash}\",hash=\"{hash}\"}} 1\n"
             );
+            let kms_lines = kms_status_lines(&shared, &id_hash).await;
+            let text = format!("{text}{kms_lines}");
             respond(
                 &mut stream,
                 200,
@@ -507,6 +515,49 @@ async fn handle(shared: Arc<Shared>, mut client: Client, mut stream: TcpStream) 
         }
     }
     Some(())
+}
+
+/// The KMS v2 Status metric for every kms v2 provider of the loaded config (a provider whose
+/// plugin does not answer is left out, as kube-apiserver records only successful Status calls).
+async fn kms_status_lines(shared: &Arc<Shared>, id_hash: &str) -> String {
+    let providers: Vec<atrest_core::config::KmsConfiguration> = {
+        let loaded = shared.loaded.lock().expect("lock");
+        loaded
+            .config
+            .resources
+            .iter()
+            .flat_map(|e| e.providers.iter())
+            .filter_map(|p| match p {
+                atrest_core::config::ProviderConfiguration::Kms(k)
+                    if k.api_version == atrest_core::config::KmsApiVersion::V2 =>
+                {
+                    Some(k.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let mut out = String::new();
+    for k in providers {
+        let kms = Arc::clone(&shared.opts.kms);
+        let status = tokio::task::spawn_blocking(move || {
+            kms.connect_v2(&k.name, &k.endpoint, k.timeout)
+                .and_then(|s| s.status())
+                .map(|s| (k.name, s.key_id))
+        })
+        .await;
+        if let Ok(Ok((name, key_id))) = status {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            out.push_str(&format!(
+                "apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds{{apiserver_id_hash=\"{id_hash}\",key_id_hash=\"{}\",provider_name=\"{name}\"}} {now}\n",
+                content_hash(key_id.as_bytes())
+            ));
+        }
+    }
+    out
 }
 
 /// A list decrypts every item; one unreadable item fails the whole list (kube-apiserver's behaviour).

@@ -194,3 +194,86 @@ fn a_live_apiserver_missing_from_the_flags_is_refused() {
     assert!(err.contains("master-1"), "{err}");
     assert!(cp.installed_steps().is_empty(), "nothing installed");
 }
+
+#[test]
+fn guards_in_rewrite_config_check_and_status() {
+    let cp = ControlPlane::start(2, &aescbc_config());
+    seed(&cp.urls()[0], "app", 12);
+    cp.plan(&["--provider=aesgcm"]);
+    let plan = cp.plan_dir();
+    let retire = plan.join("retire.yaml");
+    let endpoints = format!("--endpoints={}", cp.etcd.endpoint());
+
+    // A candidate that lacks key1: grouped by the key of the stored prefix, not per object.
+    let out = atrest(&[
+        "config".into(),
+        "check".into(),
+        retire.display().to_string(),
+        endpoints.clone(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("12 secrets under aescbc key1: not in this config"),
+        "{}",
+        stdout(&out)
+    );
+    let out = atrest(&[
+        "status".into(),
+        endpoints.clone(),
+        format!("--config={}", retire.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stdout(&out).contains("12 secrets under aescbc key1: not in this config"),
+        "{}",
+        stdout(&out)
+    );
+    let out = atrest(&[
+        "config".into(),
+        "check".into(),
+        plan.join("promote.yaml").display().to_string(),
+        endpoints.clone(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // rewrite --apiserver refuses while an apiserver has not loaded the config being written.
+    std::fs::copy(plan.join("promote.yaml"), &cp.nodes[0]).unwrap();
+    let want = cp.planned_hash("promote");
+    wait_until("node 0 on promote", Duration::from_secs(20), || {
+        cp.apiservers[0].loaded_hash() == want
+    });
+    let rewrite = |dir: &std::path::Path| {
+        let mut args = vec![
+            "rewrite".to_string(),
+            endpoints.clone(),
+            format!("--config={}", plan.join("promote.yaml").display()),
+            format!("--checkpoint={}", dir.join("cp.json").display()),
+        ];
+        for u in cp.urls() {
+            args.push(format!("--apiserver={u}"));
+        }
+        atrest(&args)
+    };
+    let out = rewrite(cp.dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(cp.apiservers[1].url()),
+        "{}",
+        stderr(&out)
+    );
+    for (k, v) in cp.stored_secrets() {
+        assert!(
+            v.starts_with(b"k8s:enc:aescbc:v1:key1:"),
+            "{k} written although refused"
+        );
+    }
+    std::fs::copy(plan.join("promote.yaml"), &cp.nodes[1]).unwrap();
+    wait_until("node 1 on promote", Duration::from_secs(20), || {
+        cp.apiservers[1].loaded_hash() == want
+    });
+    let out = rewrite(cp.dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (k, v) in cp.stored_secrets() {
+        assert!(v.starts_with(b"k8s:enc:aesgcm:v1:key-"), "{k}");
+    }
+}

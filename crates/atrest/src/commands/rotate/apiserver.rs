@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use atrest_rotate::metrics::{self, LoadedConfig};
+use atrest_rotate::metrics::{self, KeyIdSeen, LoadedConfig};
 use yaml_rust2::{Yaml, YamlLoader};
 use zeroize::Zeroizing;
 
@@ -269,6 +269,15 @@ impl Apiservers {
                 Ok(text) => Observation::Loaded(metrics::loaded_configs(&text)),
                 Err(e) => Observation::Failed(e),
             });
+        }
+        out
+    }
+
+    /// Every apiserver's KMS v2 Status key-ID samples.
+    pub async fn key_ids(&self) -> Vec<Result<Vec<KeyIdSeen>, String>> {
+        let mut out = Vec::with_capacity(self.urls.len());
+        for u in &self.urls {
+            out.push(self.get_metrics(u).await.map(|t| metrics::key_ids_seen(&t)));
         }
         out
     }

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod apply;
+pub mod kek;
 pub mod plan;
 mod session;
 pub mod status;
@@ -18,6 +19,8 @@ pub enum RotateCommand {
     Apply(apply::ApplyArgs),
     /// Where a rotation stands: milestones, gates per apiserver, objects per key, next action.
     Status(status::StatusArgs),
+    /// KMS v2 KEK rotation: wait until every apiserver uses the new key ID, rewrite, verify.
+    Kek(kek::KekArgs),
 }
 
 pub fn run(cmd: RotateCommand) -> anyhow::Result<ExitCode> {
@@ -25,5 +28,6 @@ pub fn run(cmd: RotateCommand) -> anyhow::Result<ExitCode> {
         RotateCommand::Plan(args) => plan::run(args),
         RotateCommand::Apply(args) => apply::run(args),
         RotateCommand::Status(args) => status::run(args),
+        RotateCommand::Kek(args) => kek::run(args),
     }
 }
