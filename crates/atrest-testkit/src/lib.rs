@@ -6,11 +6,12 @@
 //! Dropping a server kills its process. A missing etcd binary makes the test **fail** (panic) with
 //! a message saying how to install it — tests never silently skip.
 //!
-//! Also: a real `atrest kms serve` plugin ([`KmsPlugin`]), a real OpenBao dev server ([`OpenBao`]), a
-//! real AWS KMS API server ([`Moto`], `moto_server`), the sample cluster (`testdata/clusters/sample`)
-//! and bulk loading of key/values.
+//! Also: apiserver stand-ins for rotation tests ([`apiserver`]), a real `atrest kms serve` plugin
+//! ([`KmsPlugin`]), a real OpenBao dev server ([`OpenBao`]), a real AWS KMS API server ([`Moto`],
+//! `moto_server`), the sample cluster (`testdata/clusters/sample`) and bulk loading of key/values.
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 mod etcd;
 mod kms_plugin;
 pub mod load;
@@ -19,6 +20,7 @@ pub mod openbao;
 pub mod sample;
 pub mod tls;
 
+pub use apiserver::{http, ApiserverOptions, ApiserverStandIn};
 pub use etcd::{find_etcd, EtcdCluster, EtcdMember, EtcdServer};
 pub use kms_plugin::KmsPlugin;
 pub use moto::{free_port, Moto};

@@ -69,6 +69,9 @@ enum Command {
     Get(commands::get::GetArgs),
     /// Re-encrypt every object not written by its current write key, safely and resumably.
     Rewrite(commands::rewrite::RewriteArgs),
+    /// Rotate keys or providers across an HA control plane, gated by every apiserver and etcd.
+    #[command(subcommand)]
+    Rotate(commands::rotate::RotateCommand),
     /// Read etcd snapshot files offline: status, get, export.
     #[command(subcommand)]
     Snapshot(commands::snapshot::SnapshotCommand),
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
         Command::Monitor(args) => commands::monitor::run(args),
         Command::Get(args) => commands::get::run(args),
         Command::Rewrite(args) => commands::rewrite::run(args),
+        Command::Rotate(cmd) => commands::rotate::run(cmd),
         Command::Snapshot(cmd) => commands::snapshot::run(cmd),
         Command::Backup(cmd) => commands::backup::run(cmd),
         Command::Version(args) => commands::version::run(args),

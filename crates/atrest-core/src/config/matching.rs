@@ -8,28 +8,44 @@ impl EncryptionConfiguration {
     /// (lists concatenated in file order), else the `*.<group>` entry, else the `*.*` entry.
     /// `None`: not covered, the stand-alone identity transformer applies.
     pub fn providers_for(&self, gr: &GroupResource) -> Option<Vec<&ProviderConfiguration>> {
+        let entries = self.entries_for(gr);
+        if entries.is_empty() {
+            return None;
+        }
+        Some(
+            entries
+                .into_iter()
+                .flat_map(|i| self.resources[i].providers.iter())
+                .collect(),
+        )
+    }
+
+    /// The positions (in `resources`) of the entries whose providers serve `gr`, with the same
+    /// precedence as [`providers_for`](Self::providers_for); empty when not covered.
+    pub fn entries_for(&self, gr: &GroupResource) -> Vec<usize> {
         let wanted = [
             gr.clone(),
             GroupResource::new(gr.group.clone(), "*"),
             GroupResource::new("*", "*"),
         ];
         for candidate in &wanted {
-            let list: Vec<&ProviderConfiguration> = self
+            let list: Vec<usize> = self
                 .resources
                 .iter()
-                .filter(|entry| {
+                .enumerate()
+                .filter(|(_, entry)| {
                     entry
                         .resources
                         .iter()
                         .any(|r| &GroupResource::parse(r) == candidate)
                 })
-                .flat_map(|entry| entry.providers.iter())
+                .map(|(i, _)| i)
                 .collect();
             if !list.is_empty() {
-                return Some(list);
+                return list;
             }
         }
-        None
+        Vec::new()
     }
 }
 

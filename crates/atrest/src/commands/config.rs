@@ -45,6 +45,10 @@ pub struct CheckArgs {
     /// Output format: `ok`/errors as text (warnings on stderr), or one JSON/YAML document.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// With `--endpoints`: also tell which stored objects FILE could not read, grouped by the
+    /// provider/key their stored prefix names (exit 4 if any).
+    #[command(flatten)]
+    pub etcd: super::etcd_args::EtcdArgs,
 }
 
 #[derive(clap::Args)]
@@ -57,7 +61,7 @@ pub struct ExplainArgs {
 
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ConfigCommand::Check(args) => check(&args.load, args.output),
+        ConfigCommand::Check(args) => check(&args),
         ConfigCommand::Explain(args) => explain(&args.load, args.output),
     }
 }
@@ -155,7 +159,9 @@ fn load_options(flags: &LoadFlags) -> anyhow::Result<LoadOptions> {
     })
 }
 
-fn check(flags: &LoadFlags, format: OutputFormat) -> anyhow::Result<ExitCode> {
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let flags = &args.load;
+    let format = args.output;
     let opts = load_options(flags)?;
     let source = Source::open(&flags.file)?;
     let loaded = source.load(&flags.file, &opts);
@@ -212,7 +218,43 @@ fn check(flags: &LoadFlags, format: OutputFormat) -> anyhow::Result<ExitCode> {
             note!("warning [{}]: {}", w.code, w.message);
         }
         Ok(())
-    })
+    })?;
+    if report.loads && super::etcd_args::endpoints_given() {
+        return check_stored(args, &opts);
+    }
+    Ok(code)
+}
+
+/// Which stored objects the (loadable) file could not read, by the key of their stored prefix.
+fn check_stored(args: &CheckArgs, opts: &LoadOptions) -> anyhow::Result<ExitCode> {
+    let (config, transformers) = super::common::load_transformers(&args.load.file, opts)?;
+    let rt = super::etcd_args::runtime()?;
+    let conn = args.etcd.connect(&rt)?;
+    let scan = rt.block_on(atrest_rotate::gates::scan_objects(
+        &conn,
+        &config,
+        transformers,
+        &args.etcd.etcd_prefix,
+        false,
+    ))?;
+    let lines = atrest_rotate::gates::unreadable_summary(&scan);
+    if lines.is_empty() {
+        println!(
+            "every stored object of the resources it covers is readable with {} (etcd revision {})",
+            args.load.file.display(),
+            scan.revision
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "stored objects {} could not read (etcd revision {}):",
+        args.load.file.display(),
+        scan.revision
+    );
+    for l in lines {
+        println!("  {l}");
+    }
+    Ok(ExitCode::from(exit::UNREADABLE))
 }
 
 /// kube-apiserver's message (as it would log it), with the line when the file is YAML; several

@@ -115,6 +115,13 @@ impl EtcdArgs {
     }
 }
 
+/// Whether `--endpoints` (or `ETCDCTL_ENDPOINTS`) was given rather than left at its default: for
+/// commands where talking to etcd is optional.
+pub fn endpoints_given() -> bool {
+    std::env::var_os("ETCDCTL_ENDPOINTS").is_some()
+        || std::env::args_os().any(|a| a.to_string_lossy().starts_with("--endpoints"))
+}
+
 /// The runtime the etcd commands use.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

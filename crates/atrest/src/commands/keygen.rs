@@ -77,7 +77,7 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `key-YYYYMMDD` (UTC), so keys made on different days sort and never collide by default.
-fn default_name() -> String {
+pub(crate) fn default_name() -> String {
     let days = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() / 86_400)

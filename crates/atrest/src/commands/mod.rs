@@ -21,6 +21,7 @@ pub mod kms_deploy;
 pub mod monitor;
 pub mod report_output;
 pub mod rewrite;
+pub mod rotate;
 pub mod snapshot;
 pub mod status;
 pub mod version;

@@ -24,6 +24,10 @@ pub struct RewriteArgs {
     pub etcd: EtcdArgs,
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Refuse unless every one of these apiservers (`--apiserver URL`, repeated) reports --config
+    /// as its loaded config (`/metrics`), with kubectl's credential flags.
+    #[command(flatten)]
+    pub apiservers: super::rotate::apiserver::ApiserverArgs,
     /// Only these resources (comma-separated or repeated, as the config names them: `secrets`,
     /// `widgets.example.com`). Default: every resource the config covers.
     #[arg(long = "resource", value_delimiter = ',')]
@@ -120,6 +124,13 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let rt = runtime()?;
+    if !args.apiservers.apiservers.is_empty() && !args.dry_run {
+        let apis = super::rotate::apiserver::Apiservers::new(&args.apiservers)?;
+        rt.block_on(apis.require_loaded(
+            &config.content_hash,
+            &args.config.config.display().to_string(),
+        ))?;
+    }
     let conn = args.etcd.connect(&rt)?;
     let progress = Progress::new(if args.dry_run {
         "planning"

@@ -52,7 +52,28 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         })?;
     progress.finish();
     let code = super::common::emit(exit_code(report.exit_class()), |out| {
-        render_status(&report, args.output, out)
+        use std::io::Write as _;
+        render_status(&report, args.output, out)?;
+        if report.totals.unreadable > 0 && args.output == OutputFormat::Table {
+            // A candidate config: say which keys it lacks, one line per stored provider/key.
+            let (config, transformers) = args.config.load()?;
+            let scan = rt.block_on(atrest_rotate::gates::scan_objects(
+                &conn,
+                &config,
+                transformers,
+                &args.etcd.etcd_prefix,
+                args.verify,
+            ))?;
+            writeln!(
+                out,
+                "\nNot readable with {}, by the key in their stored prefix:",
+                args.config.config.display()
+            )?;
+            for line in atrest_rotate::gates::unreadable_summary(&scan) {
+                writeln!(out, "  {line}")?;
+            }
+        }
+        Ok(())
     })?;
     let elapsed = started.elapsed().as_secs_f64();
     note!(

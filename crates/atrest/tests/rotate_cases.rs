@@ -1,0 +1,279 @@
+//! `rotate apply` / `rotate status` against a real etcd and two apiserver stand-ins: an apiserver
+//! that never converges, unreadable values blocking retire, SIGKILL after every milestone, a
+//! rerun after completion, and a live apiserver missing from `--apiserver`.
+
+mod rotate_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atrest_core::config::{load_bytes, LoadOptions};
+use atrest_core::{GroupResource, Transformers};
+use rotate_common::*;
+
+fn status(cp: &ControlPlane) -> std::process::Output {
+    let mut args = vec![
+        "rotate".to_string(),
+        "status".into(),
+        format!("--plan={}", cp.plan_dir().display()),
+        format!("--endpoints={}", cp.etcd.endpoint()),
+        "-o=json".into(),
+    ];
+    for u in cp.urls() {
+        args.push(format!("--apiserver={u}"));
+    }
+    atrest(&args)
+}
+
+#[test]
+fn an_apiserver_that_never_converges_times_out_with_nothing_half_done() {
+    let cp = ControlPlane::start(2, &aescbc_config());
+    seed(&cp.urls()[0], "app", 20);
+    cp.plan(&[]);
+    let mut args = cp.apply_args("3s");
+    args.push(format!("--install={}", cp.install_cmd(&[Some(0), None])));
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("timed out"), "{err}");
+    assert!(
+        err.contains(cp.apiservers[1].url()),
+        "names the lagging apiserver: {err}"
+    );
+    assert!(err.contains("(CURRENT)"), "says what it reports: {err}");
+    assert_eq!(cp.done(), ["stage_installed"]);
+    assert_eq!(cp.installed_steps(), ["stage"], "promote never installed");
+    for (key, value) in cp.stored_secrets() {
+        assert!(
+            value.starts_with(b"k8s:enc:aescbc:v1:key1:"),
+            "{key} was touched"
+        );
+    }
+    let st = status(&cp);
+    assert_eq!(st.status.code(), Some(3), "in progress: {}", stdout(&st));
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["apiservers"][0]["step"], "stage");
+    assert_eq!(v["apiservers"][1]["step"], "CURRENT");
+    assert_eq!(v["apiservers"][1]["reads_new_key"], false);
+}
+
+#[test]
+fn unreadable_values_block_retire_until_removed() {
+    let cp = ControlPlane::start(2, &aescbc_config());
+    seed(&cp.urls()[0], "app", 20);
+    // A value written with a key no config of the plan has.
+    let ghost = aescbc_config()
+        .replace("key1", "ghost")
+        .replace(KEY1, "Z2hvc3RnaG9zdGdob3N0Z2hvc3RnaG9zdGdob3N0MTI=");
+    let cfg = load_bytes(ghost.as_bytes(), "ghost.yaml", &LoadOptions::default()).unwrap();
+    let t = Transformers::build(&cfg, Arc::new(atrest_core::kms::NoKms)).unwrap();
+    let key = "/registry/secrets/app/ghost";
+    let stored = t
+        .for_resource(&GroupResource::new("", "secrets"))
+        .write(&secret_json("app", "ghost", "x"), key.as_bytes())
+        .unwrap();
+    let client = atrest_testkit::load::TestClient::connect(&cp.etcd);
+    client.put(key, &stored);
+
+    cp.plan(&["--provider=secretbox"]);
+    let mut args = cp.apply_args("30s");
+    args.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(0)])));
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("retire blocked"), "{err}");
+    assert!(
+        err.contains("1 secrets under aescbc ghost"),
+        "grouped by stored key: {err}"
+    );
+    assert!(err.contains(key), "{err}");
+    assert_eq!(
+        cp.installed_steps(),
+        ["stage", "promote"],
+        "retire not installed"
+    );
+    assert!(!cp.done().contains(&"verified".to_string()));
+    let st = status(&cp);
+    assert_eq!(st.status.code(), Some(1), "blocked: {}", stdout(&st));
+
+    // Once the object is gone the same command finishes.
+    client.block_on(async {
+        let mut c = client.client();
+        c.delete(key, None).await.unwrap();
+    });
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(cp.installed_steps(), ["stage", "promote", "retire"]);
+    for (k, v) in cp.stored_secrets() {
+        assert!(v.starts_with(b"k8s:enc:secretbox:v1:key-"), "{k}");
+    }
+}
+
+#[test]
+fn sigkill_after_every_milestone_then_rerun_after_completion() {
+    let cp = ControlPlane::start(2, &aescbc_config());
+    seed(&cp.urls()[0], "app", 50);
+    cp.plan(&[]); // a new aescbc key
+    let client = ClientLoop::start(cp.urls(), "app", 50);
+    let mut args = cp.apply_args("60s");
+    args.push("--compact".into());
+    args.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(1)])));
+    let mut kills = 0;
+    loop {
+        let before = cp.done().len();
+        let mut child = spawn(&args);
+        // Kill as soon as one more milestone is recorded (or let it end).
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "apply failed after {kills} kills");
+                break;
+            }
+            if cp.done().len() > before {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if cp.done().contains(&"finished".to_string()) {
+            break;
+        }
+        assert!(kills < 20, "no progress: {:?}", cp.done());
+    }
+    let failures = client.finish();
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(kills >= 5, "killed at most milestones ({kills})");
+    // Install ran at most twice per step (a kill between CMD and its record), in order.
+    let steps = cp.installed_steps();
+    let mut dedup = steps.clone();
+    dedup.dedup();
+    assert_eq!(dedup, ["stage", "promote", "retire"], "{steps:?}");
+    let retire_hash = cp.planned_hash("retire");
+    for api in &cp.apiservers {
+        assert_eq!(api.loaded_hash(), retire_hash);
+    }
+    for (k, v) in cp.stored_secrets() {
+        assert!(v.starts_with(b"k8s:enc:aescbc:v1:key-"), "{k}");
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cp.plan_dir().join("state.json")).unwrap()).unwrap();
+    assert!(
+        state["compacted_revision"].as_i64().unwrap() > state["rewrite_revision"].as_i64().unwrap()
+    );
+    assert_eq!(mode(&cp.plan_dir().join("state.json")), 0o600);
+
+    // A finished rotation reruns as a no-op.
+    let installs = cp.installed_steps().len();
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("already; nothing done"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(cp.installed_steps().len(), installs);
+    let st = status(&cp);
+    assert_eq!(st.status.code(), Some(0), "{}", stdout(&st));
+}
+
+#[test]
+fn a_live_apiserver_missing_from_the_flags_is_refused() {
+    let cp = ControlPlane::start(2, &aescbc_config());
+    cp.plan(&[]);
+    let mut args = cp.apply_args("10s");
+    args.retain(|a| a != &format!("--apiserver={}", cp.apiservers[1].url()));
+    args.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(0)])));
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(cp.apiservers[1].id()),
+        "names the unwatched lease: {err}"
+    );
+    assert!(err.contains("master-1"), "{err}");
+    assert!(cp.installed_steps().is_empty(), "nothing installed");
+}
+
+#[test]
+fn guards_in_rewrite_config_check_and_status() {
+    let cp = ControlPlane::start(2, &aescbc_config());
+    seed(&cp.urls()[0], "app", 12);
+    cp.plan(&["--provider=aesgcm"]);
+    let plan = cp.plan_dir();
+    let retire = plan.join("retire.yaml");
+    let endpoints = format!("--endpoints={}", cp.etcd.endpoint());
+
+    // A candidate that lacks key1: grouped by the key of the stored prefix, not per object.
+    let out = atrest(&[
+        "config".into(),
+        "check".into(),
+        retire.display().to_string(),
+        endpoints.clone(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("12 secrets under aescbc key1: not in this config"),
+        "{}",
+        stdout(&out)
+    );
+    let out = atrest(&[
+        "status".into(),
+        endpoints.clone(),
+        format!("--config={}", retire.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stdout(&out).contains("12 secrets under aescbc key1: not in this config"),
+        "{}",
+        stdout(&out)
+    );
+    let out = atrest(&[
+        "config".into(),
+        "check".into(),
+        plan.join("promote.yaml").display().to_string(),
+        endpoints.clone(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // rewrite --apiserver refuses while an apiserver has not loaded the config being written.
+    std::fs::copy(plan.join("promote.yaml"), &cp.nodes[0]).unwrap();
+    let want = cp.planned_hash("promote");
+    wait_until("node 0 on promote", Duration::from_secs(20), || {
+        cp.apiservers[0].loaded_hash() == want
+    });
+    let rewrite = |dir: &std::path::Path| {
+        let mut args = vec![
+            "rewrite".to_string(),
+            endpoints.clone(),
+            format!("--config={}", plan.join("promote.yaml").display()),
+            format!("--checkpoint={}", dir.join("cp.json").display()),
+        ];
+        for u in cp.urls() {
+            args.push(format!("--apiserver={u}"));
+        }
+        atrest(&args)
+    };
+    let out = rewrite(cp.dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(cp.apiservers[1].url()),
+        "{}",
+        stderr(&out)
+    );
+    for (k, v) in cp.stored_secrets() {
+        assert!(
+            v.starts_with(b"k8s:enc:aescbc:v1:key1:"),
+            "{k} written although refused"
+        );
+    }
+    std::fs::copy(plan.join("promote.yaml"), &cp.nodes[1]).unwrap();
+    wait_until("node 1 on promote", Duration::from_secs(20), || {
+        cp.apiservers[1].loaded_hash() == want
+    });
+    let out = rewrite(cp.dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (k, v) in cp.stored_secrets() {
+        assert!(v.starts_with(b"k8s:enc:aesgcm:v1:key-"), "{k}");
+    }
+}
