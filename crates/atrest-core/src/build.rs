@@ -123,6 +123,10 @@ impl TransformerLookup for Lookup {
     fn covers(&self, gr: &GroupResource) -> bool {
         self.config.providers_for(gr).is_some()
     }
+
+    fn names_exactly(&self, gr: &GroupResource) -> bool {
+        self.config.names_exactly(gr)
+    }
 }
 
 fn build_err(err: TransformError) -> ConfigError {
@@ -204,17 +208,17 @@ fn build_kms(
             let service = kms
                 .connect_v1(&k.name, &k.endpoint, k.timeout)
                 .map_err(|e| probe_err("v1", e))?;
-            Ok(Arc::new(KmsV1Provider::new(&k.name, k.cachesize, service)))
+            Ok(Arc::new(
+                KmsV1Provider::new(&k.name, k.cachesize, service).with_endpoint(&k.endpoint),
+            ))
         }
         KmsApiVersion::V2 => {
             let service = kms
                 .connect_v2(&k.name, &k.endpoint, k.timeout)
                 .map_err(|e| probe_err("v2", e))?;
-            Ok(Arc::new(KmsV2Provider::new(
-                &k.name,
-                service,
-                &options.kms_v2,
-            )))
+            Ok(Arc::new(
+                KmsV2Provider::new(&k.name, service, &options.kms_v2).with_endpoint(&k.endpoint),
+            ))
         }
     }
 }

@@ -11,3 +11,4 @@ pub mod etcd;
 pub mod keymap;
 pub mod report;
 pub mod snapshot;
+pub mod state;

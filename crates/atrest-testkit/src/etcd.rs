@@ -174,7 +174,7 @@ fn member_args(
     args
 }
 
-fn start_members(dir: &Path, n: usize, tls: Option<&TlsFiles>) -> Vec<EtcdMember> {
+fn start_members(dir: &Path, n: usize, tls: Option<&TlsFiles>, extra: &[&str]) -> Vec<EtcdMember> {
     let ports = free_ports(2 * n);
     let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
     let cluster = names
@@ -201,7 +201,11 @@ fn start_members(dir: &Path, n: usize, tls: Option<&TlsFiles>) -> Vec<EtcdMember
                 &cluster,
                 &token,
                 tls,
-            ),
+            )
+            .into_iter()
+            // Later flags win in etcd's flag parsing, so extras override the defaults above.
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect(),
             child: None,
             scheme: if tls.is_some() { "https" } else { "http" },
         })
@@ -290,9 +294,19 @@ impl EtcdServer {
         Self::start_with(Some(TlsFiles::generate()))
     }
 
+    /// Plain HTTP with extra etcd flags (e.g. `--quota-backend-bytes=16777216`), which override
+    /// the defaults.
+    pub fn start_with_flags(extra: &[&str]) -> EtcdServer {
+        Self::start_with_all(None, extra)
+    }
+
     fn start_with(tls: Option<TlsFiles>) -> EtcdServer {
+        Self::start_with_all(tls, &[])
+    }
+
+    fn start_with_all(tls: Option<TlsFiles>, extra: &[&str]) -> EtcdServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut members = start_members(dir.path(), 1, tls.as_ref());
+        let mut members = start_members(dir.path(), 1, tls.as_ref(), extra);
         wait_ready(&mut members, tls.as_ref());
         EtcdServer {
             member: members.pop().expect("one member"),
@@ -343,7 +357,7 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     pub fn start(n: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut members = start_members(dir.path(), n, None);
+        let mut members = start_members(dir.path(), n, None, &[]);
         wait_ready(&mut members, None);
         EtcdCluster { members, _dir: dir }
     }

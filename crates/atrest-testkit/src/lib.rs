@@ -6,16 +6,19 @@
 //! Dropping a server kills its process. A missing etcd binary makes the test **fail** (panic) with
 //! a message saying how to install it — tests never silently skip.
 //!
-//! Also: a real `atrest kms serve` plugin ([`KmsPlugin`]), the sample cluster (`testdata/clusters/sample`) and bulk loading of key/values.
+//! Also: a real `atrest kms serve` plugin ([`KmsPlugin`]), KMS plugins that look healthy but cannot
+//! decrypt or lie about their key ID ([`hostile_kms`]), the sample cluster (`testdata/clusters/sample`) and bulk loading of key/values.
 #![forbid(unsafe_code)]
 
 mod etcd;
+pub mod hostile_kms;
 mod kms_plugin;
 pub mod load;
 pub mod sample;
 pub mod tls;
 
 pub use etcd::{find_etcd, EtcdCluster, EtcdMember, EtcdServer};
+pub use hostile_kms::{HostileKms, Misbehaviour};
 pub use kms_plugin::KmsPlugin;
 pub use tls::TlsFiles;
 

@@ -224,7 +224,10 @@ fn encrypt(args: EncryptArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(service) = kms_service(&args.kms)? {
-        recipients.push(Recipient::Kms(KmsRecipient::new(service)));
+        recipients
+            .push(Recipient::Kms(KmsRecipient::new(service).with_endpoint(
+                args.kms.kms_endpoint.as_deref().unwrap_or_default(),
+            )));
         described.push(format!(
             "kms {}",
             args.kms.kms_endpoint.as_deref().unwrap_or_default()
