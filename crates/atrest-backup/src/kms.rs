@@ -8,7 +8,9 @@
 //! <base64(ciphertext from the plugin)>
 //! ```
 //! (base64 = standard alphabet without padding, as age writes stanzas). The identity hands the stanza
-//! back to the plugin's `Decrypt` with the same key_id and annotations. Plugins are reached through
+//! back to the plugin's `Decrypt` with the same key_id and annotations. Before a backup is written
+//! the recipient makes that round trip once itself: a plugin that encrypts but cannot decrypt (a
+//! lost KEK, an encrypt-only policy) would otherwise produce a backup nobody can open. Plugins are reached through
 //! [`atrest_core::kms::KmsV2Service`], so this crate has no gRPC dependency.
 
 use std::collections::{BTreeMap, HashSet};
@@ -26,11 +28,54 @@ pub const KMS_STANZA_TAG: &str = "atrest-kms";
 #[derive(Clone)]
 pub struct KmsRecipient {
     service: Arc<dyn KmsV2Service>,
+    /// The plugin's socket, for messages.
+    endpoint: String,
 }
 
 impl KmsRecipient {
     pub fn new(service: Arc<dyn KmsV2Service>) -> Self {
-        KmsRecipient { service }
+        KmsRecipient {
+            service,
+            endpoint: "KMS plugin".into(),
+        }
+    }
+
+    /// Names the plugin's endpoint in errors.
+    pub fn with_endpoint(mut self, endpoint: &str) -> Self {
+        self.endpoint = format!("KMS plugin {endpoint}");
+        self
+    }
+
+    /// The plugin's own Decrypt must give back the file key it just wrapped.
+    fn check_round_trip(
+        &self,
+        file_key: &FileKey,
+        key_id: &str,
+        ciphertext: &[u8],
+        annotations: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), String> {
+        let request = DecryptRequest {
+            ciphertext: ciphertext.to_vec(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            key_id: key_id.to_string(),
+            annotations: annotations.clone(),
+        };
+        let plain = self.service.decrypt(&request).map_err(|e| {
+            format!(
+                "{} encrypts but cannot decrypt what it just encrypted (key_id {key_id:?}): {e}; no backup was written",
+                self.endpoint
+            )
+        })?;
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(plain.as_slice(), file_key.expose_secret().as_slice())
+                .into();
+        if !same {
+            return Err(format!(
+                "{}: Decrypt of the file key it just wrapped returned other bytes (key_id {key_id:?}); no backup was written",
+                self.endpoint
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -44,13 +89,21 @@ impl age::Recipient for KmsRecipient {
         let resp = self
             .service
             .encrypt(&uid, file_key.expose_secret())
-            .map_err(|e| err(format!("KMS plugin Encrypt: {e}")))?;
+            .map_err(|e| err(format!("{} Encrypt: {e}", self.endpoint)))?;
         if resp.key_id.is_empty() {
-            return Err(err("KMS plugin Encrypt returned an empty key_id".into()));
+            return Err(err(format!(
+                "{} Encrypt returned an empty key_id",
+                self.endpoint
+            )));
         }
         if resp.ciphertext.is_empty() {
-            return Err(err("KMS plugin Encrypt returned an empty ciphertext".into()));
+            return Err(err(format!(
+                "{} Encrypt returned an empty ciphertext",
+                self.endpoint
+            )));
         }
+        self.check_round_trip(file_key, &resp.key_id, &resp.ciphertext, &resp.annotations)
+            .map_err(err)?;
         let mut args = vec![STANDARD_NO_PAD.encode(resp.key_id.as_bytes())];
         for (k, v) in &resp.annotations {
             args.push(format!(

@@ -127,6 +127,10 @@ impl TransformerLookup for Lookup {
     fn check_kms(&self) -> Result<(), KmsOutage> {
         self.instances.iter().try_for_each(|(_, p)| p.check_kms())
     }
+
+    fn names_exactly(&self, gr: &GroupResource) -> bool {
+        self.config.names_exactly(gr)
+    }
 }
 
 fn build_err(err: TransformError) -> ConfigError {

@@ -67,6 +67,76 @@ impl ResourceTransform for ProviderList {
         }
     }
 
+    fn verify_write(
+        &self,
+        written: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<(), TransformError> {
+        let fail = |what: String| {
+            TransformError::msg(format!("{}: {what}", self.describe_write_provider()))
+        };
+        let provider = self
+            .providers
+            .first()
+            .ok_or_else(|| TransformError::msg(NO_MATCHING_PREFIX))?;
+        let body = written.strip_prefix(provider.prefix()).ok_or_else(|| {
+            fail("the value just written lacks the write provider's prefix".into())
+        })?;
+        let read = provider
+            .read_uncached(body, aad)
+            .map_err(|e| fail(format!("the value just written cannot be read back: {e}")))?;
+        if read.plaintext != plaintext {
+            return Err(fail(
+                "the value just written reads back to another plaintext".into(),
+            ));
+        }
+        if read.stale {
+            return Err(fail(
+                "the value just written reads back as stale (the plugin's key ID changed?)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_state_id(&self, written: &[u8]) -> Vec<u8> {
+        match self.providers.first() {
+            Some(p) => {
+                let mut id = p.prefix().to_vec();
+                if let Some(body) = written.strip_prefix(p.prefix()) {
+                    id.push(0);
+                    // Local providers: the key name (up to its `:`); KMS v2: the seed's id.
+                    let state = p.write_state_id(body);
+                    if state.is_empty() {
+                        id.extend(body.iter().take_while(|&&b| b != b':'));
+                    } else {
+                        id.extend_from_slice(&state);
+                    }
+                }
+                id
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn describe_write_provider(&self) -> String {
+        let Some(p) = self.providers.first() else {
+            return "identity".into();
+        };
+        let key = p.write_key();
+        let mut text = match (p.kind(), &key.key_name) {
+            (ProviderKind::KmsV1 | ProviderKind::KmsV2, Some(name)) => {
+                format!("{} provider {name:?}", p.kind())
+            }
+            (kind, Some(name)) => format!("{kind} key {name:?}"),
+            (kind, None) => kind.to_string(),
+        };
+        if let Some(endpoint) = p.endpoint() {
+            text.push_str(&format!(" at {endpoint}"));
+        }
+        text
+    }
+
     fn identify(&self, stored: &[u8]) -> Result<Option<Identified>, TransformError> {
         // The first provider whose prefix matches and that does not refuse the body outright.
         for (index, p) in self.providers.iter().enumerate() {

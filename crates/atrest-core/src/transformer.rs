@@ -218,6 +218,27 @@ impl ResourceTransformer {
     pub fn check_kms(&self) -> Result<(), KmsOutage> {
         self.inner.check_kms()
     }
+    /// Reads `written` (a value [`write`](Self::write) just returned) back with the write provider
+    /// and no cache of decrypted keys — for KMS providers the plugin's own Decrypt unwraps the
+    /// DEK/seed — and checks it yields `plaintext` and is not stale. The error names the write
+    /// provider (and a KMS plugin's endpoint).
+    pub fn verify_write(
+        &self,
+        written: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<(), TransformError> {
+        self.inner.verify_write(written, plaintext, aad)
+    }
+    /// Identifies the key material `written` was encrypted with (KMS v2: the write state's seed):
+    /// values with equal ids need [`verify_write`](Self::verify_write) only once.
+    pub fn write_state_id(&self, written: &[u8]) -> Vec<u8> {
+        self.inner.write_state_id(written)
+    }
+    /// The write provider for messages: `kms v2 provider "name" at unix:///…`, `aesgcm key "k1"`.
+    pub fn describe_write_provider(&self) -> String {
+        self.inner.describe_write_provider()
+    }
 }
 
 impl Clone for ResourceTransformer {
@@ -235,6 +256,26 @@ pub(crate) trait ResourceTransform: Send + Sync {
     fn write_provider(&self) -> ProviderInfo;
     fn identify(&self, stored: &[u8]) -> Result<Option<Identified>, TransformError>;
     fn check_kms(&self) -> Result<(), KmsOutage>;
+    fn verify_write(
+        &self,
+        written: &[u8],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<(), TransformError> {
+        match self.read(written, aad) {
+            Ok(r) if r.plaintext == plaintext && !r.stale => Ok(()),
+            Ok(_) => Err(TransformError::msg(
+                "the value just written does not read back to the same plaintext",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+    fn write_state_id(&self, _written: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
+    fn describe_write_provider(&self) -> String {
+        self.write_provider().kind.to_string()
+    }
 }
 
 /// Every resource's transformer, built from a loaded config (resources the config does not cover get
@@ -258,10 +299,15 @@ impl Transformers {
     pub fn check_kms(&self) -> Result<(), KmsOutage> {
         self.inner.check_kms()
     }
+    /// Whether `gr` is covered only through a `*.<group>` or `*.*` entry.
+    pub fn covered_by_wildcard_only(&self, gr: &GroupResource) -> bool {
+        self.inner.covers(gr) && !self.inner.names_exactly(gr)
+    }
 }
 
 pub(crate) trait TransformerLookup: Send + Sync {
     fn for_resource(&self, gr: &GroupResource) -> ResourceTransformer;
     fn covers(&self, gr: &GroupResource) -> bool;
     fn check_kms(&self) -> Result<(), KmsOutage>;
+    fn names_exactly(&self, gr: &GroupResource) -> bool;
 }

@@ -12,3 +12,4 @@ pub mod keymap;
 pub mod report;
 pub mod resources;
 pub mod snapshot;
+pub mod state;

@@ -184,6 +184,7 @@ fn start_members(
     n: usize,
     tls: Option<&TlsFiles>,
     client_auth: bool,
+    extra: &[&str],
 ) -> Vec<EtcdMember> {
     let ports = free_ports(2 * n);
     let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
@@ -211,7 +212,11 @@ fn start_members(
                 &cluster,
                 &token,
                 tls.map(|t| (t, client_auth)),
-            ),
+            )
+            .into_iter()
+            // Later flags win in etcd's flag parsing, so extras override the defaults above.
+            .chain(extra.iter().map(|a| a.to_string()))
+            .collect(),
             child: None,
             scheme: if tls.is_some() { "https" } else { "http" },
         })
@@ -306,9 +311,19 @@ impl EtcdServer {
         Self::start_with(Some(TlsFiles::generate()), false)
     }
 
+    /// Plain HTTP with extra etcd flags (e.g. `--quota-backend-bytes=16777216`), which override
+    /// the defaults.
+    pub fn start_with_flags(extra: &[&str]) -> EtcdServer {
+        Self::start_with_all(None, false, extra)
+    }
+
     fn start_with(tls: Option<TlsFiles>, client_auth: bool) -> EtcdServer {
+        Self::start_with_all(tls, client_auth, &[])
+    }
+
+    fn start_with_all(tls: Option<TlsFiles>, client_auth: bool, extra: &[&str]) -> EtcdServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut members = start_members(dir.path(), 1, tls.as_ref(), client_auth);
+        let mut members = start_members(dir.path(), 1, tls.as_ref(), client_auth, extra);
         wait_ready(&mut members, tls.as_ref());
         EtcdServer {
             member: members.pop().expect("one member"),
@@ -359,7 +374,7 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     pub fn start(n: usize) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut members = start_members(dir.path(), n, None, false);
+        let mut members = start_members(dir.path(), n, None, false, &[]);
         wait_ready(&mut members, None);
         EtcdCluster { members, _dir: dir }
     }

@@ -7,12 +7,14 @@
 //! a message saying how to install it — tests never silently skip.
 //!
 //! Also: apiserver stand-ins for rotation tests ([`apiserver`]), a real `atrest kms serve` plugin
-//! ([`KmsPlugin`]), a real OpenBao dev server ([`OpenBao`]), a real AWS KMS API server ([`Moto`],
+//! ([`KmsPlugin`]), KMS plugins that look healthy but cannot decrypt or lie about their key ID
+//! ([`hostile_kms`]), a real OpenBao dev server ([`OpenBao`]), a real AWS KMS API server ([`Moto`],
 //! `moto_server`), the sample cluster (`testdata/clusters/sample`) and bulk loading of key/values.
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
 mod etcd;
+pub mod hostile_kms;
 mod kms_plugin;
 pub mod load;
 mod moto;
@@ -22,6 +24,7 @@ pub mod tls;
 
 pub use apiserver::{http, ApiserverOptions, ApiserverStandIn};
 pub use etcd::{find_etcd, EtcdCluster, EtcdMember, EtcdServer};
+pub use hostile_kms::{HostileKms, Misbehaviour};
 pub use kms_plugin::KmsPlugin;
 pub use moto::{free_port, Moto};
 pub use openbao::OpenBao;

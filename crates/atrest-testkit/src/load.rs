@@ -119,6 +119,20 @@ impl TestClient {
         }
     }
 
+    /// How many alarms (NOSPACE, CORRUPT) the cluster has raised.
+    pub fn alarm_count(&self) -> usize {
+        let mut c = self.client.clone();
+        self.rt
+            .block_on(c.alarm(
+                etcd_client::AlarmAction::Get,
+                etcd_client::AlarmType::None,
+                None,
+            ))
+            .expect("alarm list")
+            .alarms()
+            .len()
+    }
+
     /// The current revision.
     pub fn revision(&self) -> i64 {
         let mut kv = self.client.kv_client();

@@ -12,3 +12,6 @@ pub const NOT_CURRENT: u8 = 3;
 /// `status`, `rewrite`, `snapshot export`: some values could not be decrypted.
 #[allow(dead_code)]
 pub const UNREADABLE: u8 = 4;
+/// `rewrite`: some objects could not be written (etcd refused them, e.g. too large after
+/// re-encryption); they are listed and every other object was handled.
+pub const NOT_WRITTEN: u8 = 5;

@@ -224,3 +224,34 @@ fn passphrase_from_file_and_environment() {
     assert_eq!(code, 1);
     assert!(stderr.contains("only recipient"), "{stderr}");
 }
+
+#[test]
+fn backup_to_a_plugin_that_cannot_decrypt_is_refused_before_writing() {
+    use atrest_testkit::{HostileKms, Misbehaviour};
+    for kind in [Misbehaviour::WriteOnly, Misbehaviour::WrongUnwrap] {
+        let plugin = HostileKms::start(kind);
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("snap.db");
+        std::fs::write(&input, bytes(3, 100_000)).unwrap();
+        let output = dir.path().join("snap.db.age");
+        let (code, _, stderr) = run(&[
+            "backup",
+            "encrypt",
+            "--kms-endpoint",
+            &plugin.endpoint,
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{kind:?}: {stderr}");
+        assert!(stderr.contains(&plugin.endpoint), "{kind:?}: {stderr}");
+        assert!(
+            stderr.contains("no backup was written"),
+            "{kind:?}: {stderr}"
+        );
+        assert!(!output.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temp file left: {left:?}");
+    }
+}

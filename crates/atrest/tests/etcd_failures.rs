@@ -245,7 +245,11 @@ fn bad_flags_and_config_fail_before_touching_etcd() {
         ]),
     );
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--resume refused: there is no checkpoint"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = atrest_in(
         dir.path(),

@@ -56,6 +56,16 @@ impl EncryptionConfiguration {
         self.providers_for(gr).is_some()
     }
 
+    /// Whether an entry names `gr` itself (not only a `*.<group>` or `*.*` wildcard).
+    pub fn names_exactly(&self, gr: &GroupResource) -> bool {
+        self.resources.iter().any(|entry| {
+            entry
+                .resources
+                .iter()
+                .any(|r| &GroupResource::parse(r) == gr)
+        })
+    }
+
     /// The provider that writes `gr` (the first of its list), if the config covers it.
     pub fn write_provider_for(&self, gr: &GroupResource) -> Option<&ProviderConfiguration> {
         self.providers_for(gr)

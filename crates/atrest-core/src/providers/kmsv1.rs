@@ -71,6 +71,44 @@ impl KmsV1Provider {
         }
     }
 
+    /// A read through the DEK cache, or (`use_cache` false) always through the plugin's Decrypt.
+    fn read_with(
+        &self,
+        body: &[u8],
+        aad: &[u8],
+        use_cache: bool,
+    ) -> Result<BodyRead, TransformError> {
+        let (edek, data) =
+            split_length_prefixed(body).ok_or_else(|| TransformError::msg(LENGTH_PREFIX_ERROR))?;
+        let cached = if use_cache { self.cached(edek) } else { None };
+        let ciphers = match cached {
+            Some(ciphers) => ciphers,
+            None => {
+                // Upstream returns the plugin's (gRPC status) error unwrapped.
+                let dek = self.service.decrypt(edek).map_err(|e| {
+                    super::kms_failure(&self.name, &self.endpoint, &e, e.to_string())
+                })?;
+                let ciphers = Arc::new(DekCiphers::new(&dek)?);
+                if use_cache {
+                    self.remember(edek, Arc::clone(&ciphers));
+                }
+                ciphers
+            }
+        };
+        let (plaintext, stale) = match ciphers.gcm.open(data, aad) {
+            Ok(plaintext) => (plaintext, false),
+            Err(gcm_err) => match ciphers.cbc.open(data) {
+                Ok(plaintext) => (plaintext, true),
+                Err(cbc_err) => return Err(TransformError::Aggregate(vec![gcm_err, cbc_err])),
+            },
+        };
+        Ok(BodyRead {
+            plaintext,
+            stale,
+            key: self.key_ref(),
+        })
+    }
+
     fn key_ref(&self) -> KeyRef {
         KeyRef {
             key_name: Some(self.name.clone()),
@@ -95,33 +133,15 @@ impl Provider for KmsV1Provider {
         &self.prefix
     }
     fn read(&self, body: &[u8], aad: &[u8]) -> Result<BodyRead, TransformError> {
-        let (edek, data) =
-            split_length_prefixed(body).ok_or_else(|| TransformError::msg(LENGTH_PREFIX_ERROR))?;
-        let ciphers = match self.cached(edek) {
-            Some(ciphers) => ciphers,
-            None => {
-                // Upstream returns the plugin's (gRPC status) error unwrapped.
-                let dek = self.service.decrypt(edek).map_err(|e| {
-                    super::kms_failure(&self.name, &self.endpoint, &e, e.to_string())
-                })?;
-                let ciphers = Arc::new(DekCiphers::new(&dek)?);
-                self.remember(edek, Arc::clone(&ciphers));
-                ciphers
-            }
-        };
-        let (plaintext, stale) = match ciphers.gcm.open(data, aad) {
-            Ok(plaintext) => (plaintext, false),
-            Err(gcm_err) => match ciphers.cbc.open(data) {
-                Ok(plaintext) => (plaintext, true),
-                Err(cbc_err) => return Err(TransformError::Aggregate(vec![gcm_err, cbc_err])),
-            },
-        };
-        Ok(BodyRead {
-            plaintext,
-            stale,
-            key: self.key_ref(),
-        })
+        self.read_with(body, aad, true)
     }
+    fn read_uncached(&self, body: &[u8], aad: &[u8]) -> Result<BodyRead, TransformError> {
+        self.read_with(body, aad, false)
+    }
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+
     fn write(&self, plaintext: &[u8], aad: &[u8], out: &mut Vec<u8>) -> Result<(), TransformError> {
         let mut dek = Zeroizing::new([0u8; 32]);
         random::fill(dek.as_mut())?;

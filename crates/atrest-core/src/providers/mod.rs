@@ -68,6 +68,20 @@ pub(crate) trait Provider: Send + Sync {
     fn check_kms(&self) -> Result<(), KmsOutage> {
         Ok(())
     }
+    /// [`read`](Self::read) without any cache of decrypted keys: KMS providers always ask the
+    /// plugin's Decrypt (for checking that what was just written can really be read back).
+    fn read_uncached(&self, body: &[u8], aad: &[u8]) -> Result<BodyRead, TransformError> {
+        self.read(body, aad)
+    }
+    /// KMS providers: the plugin's endpoint (for messages).
+    fn endpoint(&self) -> Option<&str> {
+        None
+    }
+    /// Identifies the write state that produced `body` (KMS v2: its seed/DEK); values with the
+    /// same id were written with the same key material. Empty: one state per provider and key.
+    fn write_state_id(&self, _body: &[u8]) -> Vec<u8> {
+        Vec::new()
+    }
 }
 
 impl crate::prefix::Prefixed for std::sync::Arc<dyn Provider> {

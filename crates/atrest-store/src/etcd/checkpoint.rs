@@ -1,7 +1,10 @@
 //! Rewrite checkpoints: the last key below which every selected object is finished, the revision
-//! the run read at, and what the run was for (prefix, config hash, resources), written atomically
-//! (temp file + rename) so a crash leaves the previous checkpoint intact.
+//! the run read at, and what the run was for (prefix, config hash, resources, each resource's write
+//! key), written atomically through an `O_EXCL|O_NOFOLLOW` 0600 temp file and a rename
+//! ([`crate::state`]) so a crash leaves the previous checkpoint intact. The default file lives in
+//! the state directory, named after the etcd cluster ID and the config hash.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +28,25 @@ pub struct Checkpoint {
     pub complete: bool,
     /// Objects rewritten so far by this run (including earlier resumed runs).
     pub rewritten: u64,
+    /// Resource → the write key its objects were rewritten with (`kms v2 provider "p" key_id k`).
+    /// A resumed run refuses when one changed (a KEK rotation since): the finished part would be
+    /// stale again.
+    #[serde(default)]
+    pub write_keys: BTreeMap<String, String>,
+}
+
+/// Largest checkpoint file read.
+const MAX_CHECKPOINT_BYTES: u64 = 1 << 20;
+
+/// The default checkpoint: `<state dir>/rewrite-<cluster id>-<config hash>.json`.
+pub fn default_path(cluster_id: u64, config_hash: &str) -> std::io::Result<PathBuf> {
+    let hash: String = config_hash
+        .trim_start_matches("sha256:")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(16)
+        .collect();
+    Ok(crate::state::state_dir()?.join(format!("rewrite-{cluster_id:016x}-{hash}.json")))
 }
 
 impl Checkpoint {
@@ -35,8 +57,13 @@ impl Checkpoint {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let cp: Checkpoint = serde_json::from_str(&text)
+        let text = crate::state::read_limited(path, MAX_CHECKPOINT_BYTES).map_err(|e| {
+            err(match e.raw_os_error() {
+                Some(libc::ELOOP) => "is a symlink; refusing to follow it".into(),
+                _ => e.to_string(),
+            })
+        })?;
+        let cp: Checkpoint = serde_json::from_slice(&text)
             .map_err(|e| err(format!("not a rewrite checkpoint: {e}")))?;
         if cp.version != Self::VERSION {
             return Err(err(format!(
@@ -53,10 +80,11 @@ impl Checkpoint {
             path: path.display().to_string(),
             message,
         };
-        let tmp = tmp_path(path);
         let text = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::state::ensure_dir(dir).map_err(|e| err(e.to_string()))?;
+        }
+        crate::state::write_atomic(path, &text).map_err(|e| err(e.to_string()))
     }
 
     /// Whether this checkpoint belongs to a run with these parameters; the error says what differs.
@@ -94,15 +122,6 @@ impl Checkpoint {
         }
         Ok(())
     }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
 }
 
 /// Tracks which dispatched units of work are finished and yields the highest key below which all are.
@@ -179,6 +198,7 @@ mod tests {
             last_key: Some("/registry/secrets/a/b".into()),
             complete: false,
             rewritten: 3,
+            write_keys: BTreeMap::from([("secrets".into(), "aesgcm key \"k1\"".into())]),
         };
         cp.save(&path).unwrap();
         assert_eq!(Checkpoint::load(&path).unwrap(), cp);

@@ -287,3 +287,13 @@ pub async fn get_one(
         .first()
         .map(|kv| (kv.value().to_vec(), kv.mod_revision(), kv.lease())))
 }
+
+/// The etcd cluster's ID (from a response header), e.g. to name per-cluster state files.
+pub async fn cluster_id(conn: &EtcdConnection) -> Result<u64, EtcdError> {
+    let r = super::scan::with_retry(conn, "get", || {
+        let mut kv = conn.kv();
+        async move { kv.get("/atrest-connectivity-probe", None).await }
+    })
+    .await?;
+    Ok(r.header().map(|h| h.cluster_id()).unwrap_or(0))
+}

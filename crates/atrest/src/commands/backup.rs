@@ -235,7 +235,10 @@ pub(crate) fn recipients(args: &RecipientArgs) -> anyhow::Result<(Vec<Recipient>
         }
     }
     if let Some(service) = kms_service(&args.kms)? {
-        recipients.push(Recipient::Kms(KmsRecipient::new(service)));
+        recipients
+            .push(Recipient::Kms(KmsRecipient::new(service).with_endpoint(
+                args.kms.kms_endpoint.as_deref().unwrap_or_default(),
+            )));
         described.push(format!(
             "kms {}",
             args.kms.kms_endpoint.as_deref().unwrap_or_default()

@@ -61,6 +61,9 @@ pub fn check_kms_for(transformer: &ResourceTransformer) -> anyhow::Result<()> {
 pub fn etcd_failure(err: EtcdError, context: String, consequence: &str) -> anyhow::Error {
     match err {
         EtcdError::Kms(outage) => kms_outage(&outage, consequence),
+        EtcdError::NothingWritten(inner) if matches!(*inner, EtcdError::Kms(_)) => {
+            etcd_failure(*inner, context, consequence)
+        }
         other => anyhow::Error::new(other).context(context),
     }
 }

@@ -7,16 +7,15 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use atrest_core::GroupResource;
-use atrest_store::etcd::checkpoint::Checkpoint;
+use atrest_store::etcd::checkpoint;
 use atrest_store::etcd::rewrite::{
     rewrite, CheckpointOptions, RewriteOptions, RewriteSummary, Selection,
+    DEFAULT_MAX_REQUEST_BYTES,
 };
+use atrest_store::etcd::space::DEFAULT_QUOTA_BYTES;
 
 use super::etcd_args::{runtime, ConfigArgs, EtcdArgs};
 use super::report_output::{write_document, OutputFormat, Progress};
-
-/// Where the checkpoint goes unless --checkpoint says otherwise.
-pub const DEFAULT_CHECKPOINT: &str = "atrest-rewrite.checkpoint.json";
 
 #[derive(clap::Args)]
 pub struct RewriteArgs {
@@ -44,12 +43,24 @@ pub struct RewriteArgs {
     /// Transactions in flight.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
-    /// Checkpoint file: the last key below which everything is finished.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CHECKPOINT)]
-    pub checkpoint: PathBuf,
+    /// Checkpoint file: the last key below which everything is finished. Default: in the state
+    /// directory ($XDG_STATE_HOME/atrest, /var/lib/atrest for root, else ~/.local/state/atrest),
+    /// named after the etcd cluster ID and the config hash.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
     /// Continue after the key recorded in --checkpoint (same config, prefix and resources only).
     #[arg(long)]
     pub resume: bool,
+    /// etcd's --max-request-bytes: objects whose re-encrypted write would be larger are skipped and
+    /// listed (exit 5) instead of failing the run.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REQUEST_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..=(1 << 31)))]
+    pub max_request_bytes: u64,
+    /// etcd's --quota-backend-bytes, used when etcd does not report it (etcd 3.6's status, else
+    /// its `etcd_server_quota_backend_bytes` metric on the client URL).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_QUOTA_BYTES,
+          value_parser = clap::value_parser!(u64).range((1 << 20)..))]
+    pub etcd_quota_bytes: u64,
     /// Output format of the summary.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
@@ -89,25 +100,25 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
         }
         Selection::Only(list)
     };
-    if args.resume && !args.checkpoint.exists() {
+    let rt = runtime()?;
+    let conn = args.etcd.connect(&rt)?;
+    let checkpoint = match &args.checkpoint {
+        Some(path) => path.clone(),
+        None => {
+            let cluster = rt.block_on(atrest_store::etcd::cluster_id(&conn))?;
+            checkpoint::default_path(cluster, &config.content_hash)
+                .context("choosing the checkpoint file (give --checkpoint FILE)")?
+        }
+    };
+    if args.resume && std::fs::symlink_metadata(&checkpoint).is_err() {
         bail!(
-            "--resume refused, nothing was written: checkpoint {} does not exist",
-            args.checkpoint.display()
+            "--resume refused: there is no checkpoint {} (checkpoints are per etcd cluster and config; \
+             a changed config needs a fresh run). Run rewrite without --resume to start from the beginning",
+            checkpoint.display()
         );
     }
-    if args.resume {
-        // Checked here too so that a refusal is one message, not "rewrite stopped … rerun with
-        // --resume" around "… rerun without --resume".
-        Checkpoint::load(&args.checkpoint)
-            .and_then(|saved| {
-                saved.check_matches(
-                    &args.checkpoint,
-                    &args.etcd.etcd_prefix,
-                    &config.content_hash,
-                    &selection.names(),
-                )
-            })
-            .context("--resume refused, nothing was written")?;
+    if !args.dry_run {
+        eprintln!("checkpoint: {}", checkpoint.display());
     }
     let opts = RewriteOptions {
         etcd_prefix: args.etcd.etcd_prefix.clone(),
@@ -116,14 +127,15 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         batch_size: args.batch as usize,
         in_flight: args.concurrency as usize,
+        max_request_bytes: usize::try_from(args.max_request_bytes).unwrap_or(usize::MAX),
+        quota_bytes: args.etcd_quota_bytes,
         checkpoint: Some(CheckpointOptions {
-            path: args.checkpoint.clone(),
+            path: checkpoint.clone(),
             resume: args.resume,
             config_hash: config.content_hash.clone(),
         }),
         ..Default::default()
     };
-    let rt = runtime()?;
     if !args.apiservers.apiservers.is_empty() && !args.dry_run {
         let apis = super::rotate::apiserver::Apiservers::new(&args.apiservers)?;
         rt.block_on(apis.require_loaded(
@@ -131,7 +143,6 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
             &args.config.config.display().to_string(),
         ))?;
     }
-    let conn = args.etcd.connect(&rt)?;
     let progress = Progress::new(if args.dry_run {
         "planning"
     } else {
@@ -139,17 +150,26 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
     });
     let result = rt.block_on(rewrite(&conn, transformers, &opts, &progress));
     progress.finish();
-    let stopped = if args.dry_run {
-        "rewrite --dry-run failed; nothing was written".to_string()
-    } else {
-        format!(
-            "rewrite stopped; objects written so far are correct, rerun with --resume --checkpoint {}",
-            args.checkpoint.display()
-        )
-    };
-    let summary = result.map_err(|e| super::common::etcd_failure(e, stopped.clone(), &stopped))?;
+    let summary = result.map_err(|e| {
+        let (context, consequence) = if args.dry_run {
+            let t = "rewrite --dry-run failed; nothing was written".to_string();
+            (t.clone(), t)
+        } else if e.nothing_written() {
+            let t = "rewrite refused before its first write; etcd is unchanged".to_string();
+            (t.clone(), t)
+        } else {
+            let t = format!(
+                "rewrite stopped; objects written so far are correct, rerun with --resume --checkpoint {}",
+                checkpoint.display()
+            );
+            (t.clone(), t)
+        };
+        super::common::etcd_failure(e, context, &consequence)
+    })?;
     let code = ExitCode::from(if summary.unreadable > 0 {
         crate::exit::UNREADABLE
+    } else if summary.not_written > 0 {
+        crate::exit::NOT_WRITTEN
     } else {
         crate::exit::SUCCESS
     });
@@ -209,6 +229,9 @@ fn render(s: &RewriteSummary, out: &mut dyn Write) -> std::io::Result<()> {
         row([&c[0], &c[1], &c[2], &c[3]], out)?;
     }
     writeln!(out)?;
+    if let Some(note) = &s.resume_note {
+        writeln!(out, "{note}")?;
+    }
     if let Some(after) = &s.resumed_after {
         writeln!(out, "resumed after {after}")?;
     }
@@ -225,9 +248,34 @@ fn render(s: &RewriteSummary, out: &mut dyn Write) -> std::io::Result<()> {
     if let (Some(secs), Some(basis)) = (s.estimate_seconds, &s.estimate_basis) {
         writeln!(out, "estimated time: {secs:.1}s at {basis}")?;
     }
+    if s.not_written > 0 || s.compactions > 0 || s.write_checks > 0 {
+        writeln!(
+            out,
+            "{} not written (refused by etcd), {} values read back through the write provider, {} compactions to stay below etcd's quota",
+            s.not_written, s.write_checks, s.compactions
+        )?;
+    }
+    if let Some(space) = &s.space {
+        writeln!(out, "{}", space.describe())?;
+    }
     if !s.unreadable_objects.is_empty() {
         writeln!(out, "\nUnreadable values (left unchanged):")?;
         for u in &s.unreadable_objects {
+            writeln!(out, "  {}: {}", u.key, u.error)?;
+        }
+    }
+    if !s.skipped_objects.is_empty() {
+        writeln!(
+            out,
+            "\nSkipped (matched only by a wildcard entry, not that resource):"
+        )?;
+        for u in &s.skipped_objects {
+            writeln!(out, "  {}: {}", u.key, u.error)?;
+        }
+    }
+    if !s.not_written_objects.is_empty() {
+        writeln!(out, "\nNot written (left unchanged):")?;
+        for u in &s.not_written_objects {
             writeln!(out, "  {}: {}", u.key, u.error)?;
         }
     }

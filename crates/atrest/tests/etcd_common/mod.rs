@@ -13,14 +13,20 @@ pub fn atrest_cmd() -> Command {
     cmd.env_remove("ETCDCTL_ENDPOINTS")
         .env_remove("ETCDCTL_CACERT")
         .env_remove("ETCDCTL_CERT")
-        .env_remove("ETCDCTL_KEY");
+        .env_remove("ETCDCTL_KEY")
+        // State (rewrite checkpoints) never goes to the real state directory from tests.
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("atrest-tests-state"),
+        );
     cmd
 }
 
-/// Runs `atrest` with `args` in `cwd`.
+/// Runs `atrest` with `args` in `cwd` (state directory `cwd/state`).
 pub fn atrest_in(cwd: &Path, args: &[String]) -> Output {
     atrest_cmd()
         .current_dir(cwd)
+        .env("XDG_STATE_HOME", cwd.join("state"))
         .args(args)
         .output()
         .expect("run atrest")

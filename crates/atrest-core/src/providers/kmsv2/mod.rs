@@ -143,6 +143,19 @@ impl KmsV2Provider {
         if let Some((cached, _)) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(cached);
         }
+        let data_key = Arc::new(self.unwrap_dek(object)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            let now = self.clock.now();
+            cache.retain(|_, (_, inserted)| {
+                now.duration_since(*inserted).unwrap_or(Duration::ZERO) < CACHE_TTL
+            });
+            cache.insert(key, (Arc::clone(&data_key), now));
+        }
+        Ok(data_key)
+    }
+
+    /// The plugin's Decrypt of the object's `encryptedDEKSource` (same key ID and annotations).
+    fn unwrap_dek(&self, object: &EncryptedObject) -> Result<DataKey, TransformError> {
         let request = DecryptRequest {
             ciphertext: object.encrypted_dek_source.clone(),
             uid: super::random::uuid_v4()?,
@@ -157,15 +170,7 @@ impl KmsV2Provider {
                 format!("failed to decrypt DEK, error: {e}"),
             )
         })?;
-        let data_key = Arc::new(DataKey::new(object.encrypted_dek_source_type, &plaintext)?);
-        if let Ok(mut cache) = self.cache.lock() {
-            let now = self.clock.now();
-            cache.retain(|_, (_, inserted)| {
-                now.duration_since(*inserted).unwrap_or(Duration::ZERO) < CACHE_TTL
-            });
-            cache.insert(key, (Arc::clone(&data_key), now));
-        }
-        Ok(data_key)
+        DataKey::new(object.encrypted_dek_source_type, &plaintext)
     }
 }
 
@@ -209,6 +214,40 @@ impl Provider for KmsV2Provider {
     }
     fn write_key(&self) -> KeyRef {
         self.key_ref(self.tracker.peek_key_id())
+    }
+    fn read_uncached(&self, body: &[u8], aad: &[u8]) -> Result<BodyRead, TransformError> {
+        let object = Self::decode(body)?;
+        let (current_key_id, current_type) = self.tracker.current()?;
+        let data_key = self.unwrap_dek(&object)?;
+        let stale =
+            object.key_id != current_key_id || object.encrypted_dek_source_type != current_type;
+        let ours = self
+            .tracker
+            .peek()
+            .is_some_and(|w| w.cache_key == cache_key(&object));
+        // Authenticated decryption with the plugin's answer is the comparison with our own
+        // seed/DEK: any other key fails the GCM tag.
+        let plaintext = data_key
+            .open_owned(object.encrypted_data, aad)
+            .map_err(|e| match ours {
+                true => TransformError::msg(format!(
+                    "the plugin's Decrypt returned another DEK/seed than the one it was given to Encrypt ({e})"
+                )),
+                false => e,
+            })?;
+        Ok(BodyRead {
+            plaintext,
+            stale,
+            key: self.key_ref(Some(object.key_id)),
+        })
+    }
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.endpoint)
+    }
+    fn write_state_id(&self, body: &[u8]) -> Vec<u8> {
+        Self::decode(body)
+            .map(|object| cache_key(&object).to_vec())
+            .unwrap_or_default()
     }
     fn identify(&self, body: &[u8]) -> Result<Option<(KeyRef, bool)>, TransformError> {
         let Ok(object) = Self::decode(body) else {

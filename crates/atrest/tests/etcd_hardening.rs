@@ -1,0 +1,245 @@
+//! `rewrite` cannot destroy data: a KMS plugin that looks healthy but cannot decrypt (or lies about
+//! its key ID) stops the run before the first write; an object etcd refuses is named and skipped
+//! while every other object is rewritten; etcd's backend quota is never reached (chunks and
+//! compaction), an already raised NOSPACE alarm stops the run before any write. Real etcd, real
+//! gRPC plugins on unix sockets.
+
+mod etcd_common;
+
+use std::path::Path;
+
+use atrest_testkit::load::TestClient;
+use atrest_testkit::{EtcdServer, HostileKms, Misbehaviour};
+use base64::Engine;
+use etcd_common::*;
+
+/// Every key/value/revision under `/`, and etcd's revision: equal before and after means etcd was
+/// not written at all.
+fn dump(client: &TestClient) -> (Vec<(String, Vec<u8>, i64)>, i64) {
+    (client.get_prefix("/"), client.revision())
+}
+
+fn kms_config(dir: &Path, endpoint: &str) -> String {
+    let path = dir.join("kms.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms:\n          apiVersion: v2\n          name: vendor-plugin\n          endpoint: {endpoint}\n          timeout: 3s\n      - identity: {{}}\n"
+        ),
+    )
+    .unwrap();
+    format!("--config={}", path.display())
+}
+
+fn aesgcm_config(dir: &Path) -> String {
+    let path = dir.join("aesgcm.yaml");
+    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - aesgcm:\n          keys:\n            - name: k1\n              secret: {key}\n      - identity: {{}}\n"
+        ),
+    )
+    .unwrap();
+    format!("--config={}", path.display())
+}
+
+/// `n` plaintext Secrets of `size` bytes (written as kube-apiserver without encryption would).
+fn plaintext_secrets(client: &TestClient, n: usize, size: usize) {
+    let kvs: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let mut v = format!("k8s\x00secret {i} ").into_bytes();
+            v.resize(size, b's');
+            (format!("/registry/secrets/ns-{:02}/s-{i:06}", i % 20), v)
+        })
+        .collect();
+    client.put_all(&kvs);
+}
+
+fn rewrite_in(
+    dir: &Path,
+    server: &EtcdServer,
+    config: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut a = args(&["rewrite", config]);
+    a.extend(server.cli_args());
+    a.extend(args(extra));
+    atrest_in(dir, &a)
+}
+
+fn assert_plugin_refused(kind: Misbehaviour, expect: &str) {
+    let server = EtcdServer::start();
+    let client = TestClient::connect(&server);
+    plaintext_secrets(&client, 300, 200);
+    client.put("/registry/configmaps/default/c", b"k8s\x00untouched");
+    let plugin = HostileKms::start(kind);
+    let dir = tempfile::tempdir().unwrap();
+    let config = kms_config(dir.path(), &plugin.endpoint);
+    let before = dump(&client);
+
+    let out = rewrite_in(dir.path(), &server, &config, &[]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{kind:?}: {err}\n{}", stdout(&out));
+    assert!(err.contains("vendor-plugin"), "names the provider: {err}");
+    assert!(err.contains(&plugin.endpoint), "names the endpoint: {err}");
+    assert!(err.contains(expect), "{kind:?}: {err}");
+    assert!(err.contains("etcd is unchanged"), "{err}");
+    assert_eq!(
+        dump(&client),
+        before,
+        "{kind:?}: etcd must be byte-for-byte unchanged"
+    );
+
+    // The dry run finds the same fault and also writes nothing.
+    let out = rewrite_in(dir.path(), &server, &config, &["--dry-run"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&plugin.endpoint), "{}", stderr(&out));
+    assert_eq!(dump(&client), before);
+}
+
+#[test]
+fn write_only_plugin_stops_before_the_first_write() {
+    assert_plugin_refused(
+        Misbehaviour::WriteOnly,
+        "permission denied: this policy may encrypt only",
+    );
+}
+
+#[test]
+fn plugin_with_another_key_id_on_encrypt_stops_before_the_first_write() {
+    assert_plugin_refused(Misbehaviour::KeyIdMismatch, "failed to rotate DEK");
+}
+
+#[test]
+fn plugin_that_unwraps_to_other_bytes_stops_before_the_first_write() {
+    assert_plugin_refused(Misbehaviour::WrongUnwrap, "cannot be read back");
+}
+
+/// etcd's default --max-request-bytes.
+const ETCD_LIMIT: usize = 1536 * 1024;
+
+#[test]
+fn object_too_large_after_reencryption_is_named_and_skipped() {
+    let server = EtcdServer::start();
+    let client = TestClient::connect(&server);
+    plaintext_secrets(&client, 3000, 300);
+    let big_key = "/registry/secrets/big/just-under-the-limit";
+    // A plain Put this size is accepted; encryption adds ~50 bytes and the guarded transaction
+    // repeats the key, which no longer fits.
+    let mut big = b"k8s\x00".to_vec();
+    big.resize(ETCD_LIMIT - big_key.len() - 64, b'b');
+    client.put(big_key, &big);
+    let dir = tempfile::tempdir().unwrap();
+    let config = aesgcm_config(dir.path());
+
+    let out = rewrite_in(dir.path(), &server, &config, &["-o", "json"]);
+    assert_eq!(code(&out), 5, "{}\n{}", stderr(&out), stdout(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rewritten"], 3000, "{summary}");
+    assert_eq!(summary["not_written"], 1);
+    assert_eq!(summary["not_written_objects"][0]["key"], big_key);
+    let why = summary["not_written_objects"][0]["error"].as_str().unwrap();
+    assert!(why.contains("--max-request-bytes"), "{why}");
+    assert_eq!(client.get(big_key).unwrap().0, big, "left unchanged");
+
+    // With a limit above etcd's own, etcd itself refuses: still named, still per object.
+    let fresh = "/registry/secrets/big/second";
+    client.put(fresh, &big);
+    let out = rewrite_in(
+        dir.path(),
+        &server,
+        &config,
+        &["--max-request-bytes", "4000000"],
+    );
+    let text = stdout(&out);
+    assert_eq!(code(&out), 5, "{}\n{text}", stderr(&out));
+    assert!(
+        text.contains(fresh) && text.contains("etcd refused the write"),
+        "{text}"
+    );
+    assert!(text.contains("request is too large"), "{text}");
+    assert_eq!(client.get(fresh).unwrap().0, big);
+    // Everything else is current: the status exit code would be 3 only for the two big ones.
+    let values = client.get_prefix("/registry/secrets/ns-");
+    assert_eq!(values.len(), 3000);
+    assert!(values
+        .iter()
+        .all(|(_, v, _)| v.starts_with(b"k8s:enc:aesgcm:v1:k1:")));
+}
+
+#[test]
+fn rewrite_larger_than_the_quota_works_in_chunks_and_never_raises_nospace() {
+    // 16 MiB quota; ~9 MiB of Secrets: rewriting them all at once would need ~20 MiB.
+    let server = EtcdServer::start_with_flags(&["--quota-backend-bytes=16777216"]);
+    let client = TestClient::connect(&server);
+    plaintext_secrets(&client, 560, 16 * 1024);
+    let dir = tempfile::tempdir().unwrap();
+    let config = aesgcm_config(dir.path());
+
+    let out = rewrite_in(dir.path(), &server, &config, &["-o", "json"]);
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), stdout(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["rewritten"], 560, "{summary}");
+    assert!(summary["compactions"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(
+        summary["space"]["quota"],
+        16 << 20,
+        "quota read from etcd: {summary}"
+    );
+    assert_eq!(client.alarm_count(), 0, "NOSPACE must never be raised");
+    let values = client.get_prefix("/registry/secrets/");
+    assert!(values
+        .iter()
+        .all(|(_, v, _)| v.starts_with(b"k8s:enc:aesgcm:v1:k1:")));
+}
+
+#[test]
+fn rewrite_that_cannot_fit_is_refused_before_the_first_write() {
+    let server = EtcdServer::start_with_flags(&["--quota-backend-bytes=16777216"]);
+    let client = TestClient::connect(&server);
+    plaintext_secrets(&client, 11, 1 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let config = aesgcm_config(dir.path());
+    let before = dump(&client);
+
+    let out = rewrite_in(dir.path(), &server, &config, &[]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}\n{}", stdout(&out));
+    assert!(err.contains("etcd space") && err.contains("quota"), "{err}");
+    assert!(err.contains("etcd is unchanged"), "{err}");
+    assert_eq!(dump(&client), before);
+    assert_eq!(client.alarm_count(), 0);
+}
+
+#[test]
+fn raised_nospace_alarm_is_reported_and_nothing_is_written() {
+    let server = EtcdServer::start_with_flags(&["--quota-backend-bytes=2097152"]);
+    let client = TestClient::connect(&server);
+    // Fill etcd until it raises its alarm itself.
+    let mut kv = client.client().kv_client();
+    let mut raised = false;
+    for i in 0..200 {
+        let r = client.block_on(kv.put(
+            format!("/registry/secrets/fill/f{i}"),
+            vec![b'f'; 100_000],
+            None,
+        ));
+        if let Err(e) = r {
+            assert!(e.to_string().contains("database space exceeded"), "{e}");
+            raised = true;
+            break;
+        }
+    }
+    assert!(raised, "etcd should have run out of space");
+    let dir = tempfile::tempdir().unwrap();
+    let config = aesgcm_config(dir.path());
+    let before = dump(&client);
+
+    let out = rewrite_in(dir.path(), &server, &config, &[]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("NOSPACE alarm is raised"), "{err}");
+    assert!(err.contains("etcd is unchanged"), "{err}");
+    assert_eq!(dump(&client), before);
+}
