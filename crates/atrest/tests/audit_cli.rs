@@ -296,6 +296,17 @@ fn config_file_modes_owner_and_providers() {
     let (code, report) = node.audit(&etcd_free);
     assert_eq!(code, 0, "{report:#}");
 
+    // An aesgcm config unchanged for 100 days: its write key is that old.
+    let touched = Command::new("touch")
+        .args(["-d", "100 days ago"])
+        .arg(&node.enc)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let (code, report) = node.audit(&etcd_free);
+    assert_eq!(code, 3, "{report:#}");
+    check(&report, "aesgcm-key-age", "warn");
+
     chmod(&node.enc, 0o644);
     let (code, report) = node.audit(&etcd_free);
     assert_eq!(code, 1);

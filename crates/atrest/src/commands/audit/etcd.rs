@@ -16,8 +16,9 @@ use crate::commands::etcd_args::runtime;
 /// Writes after which an aesgcm key should be rotated (upstream's advice for random nonces).
 pub const AESGCM_MAX_WRITES: u64 = 200_000;
 
-/// The connection to audit: the flags when given, else kube-apiserver's own etcd flags.
-fn settings(args: &AuditArgs, node: &NodeFacts) -> (EtcdSettings, String) {
+/// The connection to audit: the flags when given, else kube-apiserver's own etcd flags; `None`
+/// when neither names one.
+fn settings(args: &AuditArgs, node: &NodeFacts) -> Option<(EtcdSettings, String)> {
     let mut s = args.etcd.settings();
     let defaults = args.etcd.endpoints == ["127.0.0.1:2379"]
         && args.etcd.cacert.is_none()
@@ -35,6 +36,8 @@ fn settings(args: &AuditArgs, node: &NodeFacts) -> (EtcdSettings, String) {
             s.cacert = flag_value(a, "--etcd-cafile").map(Into::into);
             s.cert = flag_value(a, "--etcd-certfile").map(Into::into);
             s.key = flag_value(a, "--etcd-keyfile").map(Into::into);
+        } else {
+            return None;
         }
     }
     let prefix = if args.etcd.etcd_prefix != "/registry" {
@@ -44,7 +47,7 @@ fn settings(args: &AuditArgs, node: &NodeFacts) -> (EtcdSettings, String) {
             .unwrap_or("/registry")
             .to_owned()
     };
-    (s, prefix)
+    Some((s, prefix))
 }
 
 fn plain_endpoints(s: &EtcdSettings) -> Vec<String> {
@@ -65,7 +68,14 @@ fn refused_for_certificate(detail: &str) -> bool {
 }
 
 pub fn etcd_checks(args: &AuditArgs, node: &NodeFacts, out: &mut Vec<Check>) {
-    let (settings, prefix) = settings(args, node);
+    let Some((settings, prefix)) = settings(args, node) else {
+        out.push(Check::warn(
+            "etcd-tls",
+            "no etcd connection to check: the manifest has no --etcd-servers and no --endpoints was given",
+            "give --endpoints/--cacert/--cert/--key (kube-apiserver's etcd client certificate), or --no-etcd",
+        ));
+        return;
+    };
     let endpoints = settings.endpoints.join(",");
     let plain = plain_endpoints(&settings);
     if plain.is_empty() {
