@@ -299,3 +299,42 @@ impl Apiservers {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeconfig_current_context_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), b"CA PEM").unwrap();
+        std::fs::write(dir.path().join("token"), b"file-token\n").unwrap();
+        let path = dir.path().join("config");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: b\nclusters:\n- name: one\n  cluster:\n    server: https://x:6443\n    certificate-authority-data: Q0EgREFUQQ==\n- name: two\n  cluster:\n    certificate-authority: ca.crt\n    insecure-skip-tls-verify: true\ncontexts:\n- name: a\n  context: {cluster: one, user: u1}\n- name: b\n  context: {cluster: two, user: u2}\nusers:\n- name: u1\n  user: {token: inline}\n- name: u2\n  user:\n    tokenFile: token\n    client-certificate-data: Q0VSVA==\n    client-key-data: S0VZ\n",
+        )
+        .unwrap();
+        let c = kubeconfig(&path).unwrap();
+        assert_eq!(
+            c.ca.as_deref(),
+            Some(&b"CA PEM"[..]),
+            "relative to the kubeconfig"
+        );
+        assert!(c.insecure);
+        assert_eq!(c.cert.as_deref(), Some(&b"CERT"[..]));
+        assert_eq!(c.key.as_deref().map(|k| k.as_slice()), Some(&b"KEY"[..]));
+        assert_eq!(c.token.as_deref().map(|t| t.as_str()), Some("file-token"));
+        std::fs::write(&path, "current-context: nope\n").unwrap();
+        assert!(
+            kubeconfig(&path).is_ok(),
+            "missing entries give no credentials"
+        );
+        std::fs::write(&path, "clusters: []\n").unwrap();
+        let err = kubeconfig(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("current-context"), "{err}");
+    }
+}

@@ -126,13 +126,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             Some(_) => {}
         }
     }
-    rt.block_on(require_all_watched(
-        &conn,
-        &promote_t,
-        &prefix,
-        &apis,
-        &observations,
-    ))?;
+    rt.block_on(require_all_watched(&conn, &promote_t, &prefix, &apis))?;
     confirm(&args, &pd, &state)?;
 
     while let Some(m) = state.next() {
@@ -140,8 +134,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             Milestone::StageInstalled => install(&args, &pd, &apis, &rt, ConfigStep::Stage)?,
             Milestone::StageLoaded => wait_loaded(&args, &pd, &apis, &rt, ConfigStep::Stage)?,
             Milestone::PromoteInstalled => {
-                let obs = rt.block_on(apis.observe());
-                rt.block_on(require_all_watched(&conn, &promote_t, &prefix, &apis, &obs))?;
+                rt.block_on(require_all_watched(&conn, &promote_t, &prefix, &apis))?;
                 install(&args, &pd, &apis, &rt, ConfigStep::Promote)?
             }
             Milestone::PromoteLoaded => wait_loaded(&args, &pd, &apis, &rt, ConfigStep::Promote)?,
@@ -163,8 +156,7 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                 )?);
             }
             Milestone::RetireInstalled => {
-                let obs = rt.block_on(apis.observe());
-                rt.block_on(require_all_watched(&conn, &promote_t, &prefix, &apis, &obs))?;
+                rt.block_on(require_all_watched(&conn, &promote_t, &prefix, &apis))?;
                 install(&args, &pd, &apis, &rt, ConfigStep::Retire)?
             }
             Milestone::RetireLoaded => wait_loaded(&args, &pd, &apis, &rt, ConfigStep::Retire)?,

@@ -192,9 +192,9 @@ pub async fn require_all_watched(
     transformers: &Transformers,
     etcd_prefix: &str,
     apis: &Apiservers,
-    observations: &[Observation],
 ) -> anyhow::Result<()> {
-    let missing = unwatched_apiservers(conn, transformers, etcd_prefix, observations).await?;
+    let observations = apis.observe().await;
+    let missing = unwatched_apiservers(conn, transformers, etcd_prefix, &observations).await?;
     if !missing.is_empty() {
         bail!(
             "live kube-apiserver identity leases under {}leases/kube-system/ belong to apiservers not given with --apiserver: {} (watched: {}). Add every control-plane apiserver; a rotation gated on some of them can break reads on the others",
