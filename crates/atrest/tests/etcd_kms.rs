@@ -172,10 +172,14 @@ resources:
         ]),
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
-        secret.object_json
-    );
+    let mut got = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+    // Served with resourceVersion = the key's mod revision.
+    got["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion")
+        .expect("resourceVersion");
+    assert_eq!(got, secret.object_json);
 
     // KEK rotation: the stored key ID no longer matches the plugin's, so status (without Decrypt)
     // reports the secrets stale, and rewrite moves them to the new key ID.

@@ -277,6 +277,57 @@ fn sample_cluster_snapshot() {
         );
     }
 
+    // 3b. The default export restores: dependency order, no server-set fields, what a fresh
+    //     cluster re-creates left out and counted per kind.
+    let (code, stdout, stderr) = run(&[
+        "snapshot", "export", snap_path, "--config", before, "-o", "json",
+    ]);
+    assert_eq!(code, if n_unreadable > 0 { 4 } else { 0 }, "{stderr}");
+    let list = json(&stdout);
+    let items = list["items"].as_array().unwrap();
+    let kinds: Vec<&str> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    let first_other = kinds.iter().position(|k| *k != "Namespace").unwrap();
+    assert!(
+        kinds[first_other..].iter().all(|k| *k != "Namespace"),
+        "Namespaces first"
+    );
+    for item in items {
+        let what = format!("{} {}", item["kind"], item["metadata"]["name"]);
+        assert!(item.get("status").is_none(), "{what}: status removed");
+        for f in [
+            "uid",
+            "resourceVersion",
+            "managedFields",
+            "ownerReferences",
+            "creationTimestamp",
+        ] {
+            assert!(
+                item["metadata"].get(f).is_none(),
+                "{what}: metadata.{f} removed"
+            );
+        }
+        assert!(
+            !["Event", "Lease", "Node"].contains(&item["kind"].as_str().unwrap()),
+            "{what}"
+        );
+        assert_ne!(
+            item["type"], "kubernetes.io/service-account-token",
+            "{what}"
+        );
+    }
+    let left_out = f
+        .objects
+        .iter()
+        .filter(|o| !f.deleted.contains(&o.etcd_key) && !o.unreadable)
+        .count()
+        - items.len();
+    assert!(left_out > 0);
+    assert!(
+        stderr.contains(&format!("left out {left_out} objects"))
+            && stderr.contains("--include-recreated"),
+        "{stderr}"
+    );
+
     // 4. get: newest value, and the old one with --revision; deleted keys are not found.
     let (key, new) = f.overwritten.iter().next().unwrap();
     let info = keymap::parse_key("/registry", key.as_bytes()).unwrap();
