@@ -11,7 +11,6 @@ use atrest_core::Transformers;
 use atrest_store::keymap;
 use atrest_testkit::load::TestClient;
 use atrest_testkit::{sample, EtcdServer};
-use serde_json::Value;
 use snapshot_common::*;
 
 #[test]
