@@ -78,6 +78,10 @@ fn a_resource_in_two_entries() {
     );
     // No false "writes plaintext" for entry 1; entry 0 still warns for configmaps' lack of identity.
     assert!(!shown.contains("identity-writes"), "{shown}");
+    assert!(
+        shown.contains("warning [no-identity]: identity is not listed for configmaps, so objects"),
+        "{shown}"
+    );
     assert!(shown.contains(want), "{shown}");
 
     let out = atrest(&["config", "explain", file, "-o", "json"], b"");

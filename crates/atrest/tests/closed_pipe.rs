@@ -151,6 +151,10 @@ fn reporting_commands_stop_quietly_on_a_closed_pipe() {
     );
     check(&s(&["rewrite", &endpoint, &cfg, "--dry-run"]), b"");
     check(
+        &s(&["rewrite", &endpoint, &cfg, "--dry-run", "-o", "yaml"]),
+        b"",
+    );
+    check(
         &s(&["get", &endpoint, &cfg, "secrets", "argocd/api-env"]),
         b"",
     );
@@ -159,6 +163,11 @@ fn reporting_commands_stop_quietly_on_a_closed_pipe() {
     let snap = snap.to_str().unwrap();
     check(&s(&["snapshot", "info", snap]), b"");
     check(&s(&["snapshot", "status", snap, &cfg, "--list"]), b"");
+    check(&s(&["snapshot", "status", snap, &cfg, "-o", "yaml"]), b"");
+    check(
+        &s(&["snapshot", "get", snap, "secrets", "argocd/api-env", &cfg]),
+        b"",
+    );
     check(&s(&["snapshot", "export", snap, &cfg]), b"");
     check(&s(&["snapshot", "export", snap, &cfg, "-o", "json"]), b"");
 }

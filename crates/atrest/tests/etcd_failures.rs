@@ -289,10 +289,20 @@ fn bad_flags_and_config_fail_before_touching_etcd() {
         ]),
     );
     assert_eq!(code(&out), 1);
+    // One message: what was refused, that nothing was written, what differs, what to do.
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        stderr(&out).contains("was written for the config with hash"),
-        "{}",
-        stderr(&out)
+        err.starts_with(&format!(
+            "error: --resume refused, nothing was written: checkpoint {}: was written for the config with hash sha256:",
+            cp.display()
+        )),
+        "{err}"
     );
+    assert!(
+        err.ends_with("; rerun with the same settings or without --resume\n"),
+        "{err}"
+    );
+    assert_eq!(err.matches("--resume").count(), 2, "{err}");
     assert_eq!(client.revision(), revision_after_first);
 }

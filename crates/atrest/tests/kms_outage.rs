@@ -96,9 +96,8 @@ fn wait_for_exit(server: &EtcdServer, config: &Path, parts: &[&str], want: i32) 
     }
 }
 
-#[test]
-fn plugin_stopped_after_a_rotation_stops_every_command() {
-    let mut plugin = KmsPlugin::start(bin(), &["--health-interval", "0.2"]);
+/// etcd with [`SECRETS`] Secrets, rewritten to the plugin's current key.
+fn encrypted_cluster(plugin: &KmsPlugin) -> (EtcdServer, TestClient, tempfile::TempDir, PathBuf) {
     let server = EtcdServer::start();
     let client = TestClient::connect(&server);
     put_secrets(&client);
@@ -106,6 +105,13 @@ fn plugin_stopped_after_a_rotation_stops_every_command() {
     let config = kms_config(dir.path(), &plugin.endpoint);
     let out = run(&server, &config, &["rewrite", "-o", "json"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
+    (server, client, dir, config)
+}
+
+#[test]
+fn plugin_stopped_after_a_rotation_stops_every_command() {
+    let mut plugin = KmsPlugin::start(bin(), &["--health-interval", "0.2"]);
+    let (server, client, dir, config) = encrypted_cluster(&plugin);
 
     let out = atrest_cmd()
         .args(["kms", "rotate", "--key-store"])
@@ -166,13 +172,7 @@ fn sealed_openbao_is_an_outage_not_unreadable_values() {
         "atrest",
         &["--health-interval", "3600"],
     );
-    let server = EtcdServer::start();
-    let client = TestClient::connect(&server);
-    put_secrets(&client);
-    let dir = tempfile::tempdir().unwrap();
-    let config = kms_config(dir.path(), &plugin.endpoint);
-    let out = run(&server, &config, &["rewrite", "-o", "json"]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let (server, client, _dir, config) = encrypted_cluster(&plugin);
     let out = run(&server, &config, &["status", "--verify"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 

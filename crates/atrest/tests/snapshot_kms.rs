@@ -1,6 +1,6 @@
 //! KMS v2 (and v1) values in a snapshot, decrypted by calling the real `atrest kms serve` plugin
-//! named in the config: export recovers every object; with the plugin gone the objects are listed
-//! as failures (exit 4) and the rest still comes out.
+//! named in the config: export recovers every object; with the plugin gone the export stops with
+//! one error naming it (exit 1: an outage, not data loss).
 
 mod snapshot_common;
 
@@ -11,7 +11,6 @@ use atrest_core::Transformers;
 use atrest_store::keymap;
 use atrest_testkit::load::TestClient;
 use atrest_testkit::{sample, EtcdServer};
-use serde_json::Value;
 use snapshot_common::*;
 
 #[test]
@@ -125,7 +124,7 @@ fn kms_values_in_a_snapshot() {
         "{providers:?}"
     );
 
-    // Without the plugin: failures are listed with the reason, exit 4, output still a valid List.
+    // Without the plugin: an outage, not data loss — one error naming the plugin, no objects.
     plugin.stop();
     let (code, stdout, stderr) = run(&[
         "snapshot",
@@ -140,14 +139,12 @@ fn kms_values_in_a_snapshot() {
         "--resource",
         "secrets",
     ]);
-    assert_eq!(code, 4, "{stderr}");
-    let list: Value = json(&stdout);
-    assert_eq!(list["items"].as_array().unwrap().len(), 0);
-    let n_secrets = objects.iter().filter(|o| o.resource == "secrets").count();
-    assert!(stderr.contains(&format!("{n_secrets} failed")), "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.is_empty(), "{}", String::from_utf8_lossy(&stdout));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains(&objects[objects.len() - 1].etcd_key)
-            || stderr.contains("/registry/secrets/"),
+        stderr.contains(&format!("at {} is not available", plugin.endpoint))
+            && stderr.contains("an outage, not data loss"),
         "{stderr}"
     );
 }

@@ -129,15 +129,32 @@ pub fn explain(config: &EncryptionConfiguration, opts: &LoadOptions) -> Explanat
             }
             // Identity anywhere in a governed resource's (possibly extended) read order counts.
             let has_identity = |order: &[Step]| order.iter().any(|s| s.provider == "identity");
-            let reads_plaintext = has_identity(&read_order)
-                || (!extended_reads.is_empty()
-                    && extended_reads.len() == resources.len()
-                    && extended_reads.iter().all(|x| has_identity(&x.read_order)));
+            // Governed resources that cannot read plaintext (no identity in their read order).
+            let without_identity: Vec<String> = if has_identity(&read_order) {
+                Vec::new()
+            } else {
+                resources
+                    .iter()
+                    .filter(|r| {
+                        !extended_reads
+                            .iter()
+                            .any(|x| &x.resource == *r && has_identity(&x.read_order))
+                    })
+                    .cloned()
+                    .collect()
+            };
+            let identity = if without_identity.is_empty() {
+                IdentityRead::All
+            } else if without_identity.len() == resources.len() {
+                IdentityRead::None
+            } else {
+                IdentityRead::NotFor(without_identity)
+            };
             // An entry that governs nothing has no behaviour to warn about.
             let mut warnings = if resources.is_empty() {
                 Vec::new()
             } else {
-                provider_warnings(&entry.providers, reads_plaintext, opts)
+                provider_warnings(&entry.providers, &identity, opts)
             };
             for m in masked.iter().filter(|m| m.entry == index) {
                 warnings.push(Warning::new(
@@ -208,9 +225,17 @@ pub fn fips_secretbox_message(writes: bool) -> &'static str {
     }
 }
 
+/// Whether the governed resources read plaintext (identity in their, possibly extended, read order).
+enum IdentityRead {
+    All,
+    None,
+    /// Only these resources lack identity.
+    NotFor(Vec<String>),
+}
+
 fn provider_warnings(
     providers: &[ProviderConfiguration],
-    has_identity: bool,
+    identity: &IdentityRead,
     opts: &LoadOptions,
 ) -> Vec<Warning> {
     let mut out = Vec::new();
@@ -225,7 +250,7 @@ fn provider_warnings(
             "identity-writes",
             format!("identity is first: nothing is encrypted, new writes are plaintext.{tail}"),
         ));
-    } else if has_identity {
+    } else if matches!(identity, IdentityRead::All) {
         out.push(Warning::new(
             "identity-reads",
             "identity is listed: plaintext values are still accepted on read. Remove it once `atrest status` \
@@ -234,9 +259,15 @@ fn provider_warnings(
     } else {
         out.push(Warning::new(
             "no-identity",
-            "identity is not listed, so objects still stored in plaintext cannot be read. That matters while \
-             existing data is being migrated to encryption: keep `- identity: {}` last until `atrest status` shows \
-             no plaintext objects, then remove it.",
+            format!(
+                "identity is not listed{}, so objects still stored in plaintext cannot be read. That matters while \
+                 existing data is being migrated to encryption: keep `- identity: {{}}` last until `atrest status` shows \
+                 no plaintext objects, then remove it.",
+                match identity {
+                    IdentityRead::NotFor(list) => format!(" for {}", list.join(", ")),
+                    _ => String::new(),
+                }
+            ),
         ));
     }
     for (j, p) in providers.iter().enumerate() {

@@ -166,9 +166,10 @@ fn tls_hint(settings: &EtcdSettings, endpoints: &[String], detail: &str) -> Opti
         }
         return None;
     }
-    let bare = detail.ends_with("transport error") && !has(&["Connection refused", "tcp connect"]);
+    // A refused handshake often surfaces only as a bare transport error or a cancelled call.
+    let bare = (detail.ends_with("transport error") || has(&["operation was canceled"]))
+        && !has(&["Connection refused", "tcp connect"]);
     if settings.cert.is_none() && bare {
-        // The refused handshake often surfaces only as a bare transport error.
         return Some("if the server asks for client certificates, give --cert and --key (signed by a CA the server trusts)".to_string());
     }
     if has(&[
