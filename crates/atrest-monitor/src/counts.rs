@@ -185,3 +185,48 @@ impl Counts {
         self.buckets.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(state: ObjectState, key_id: &str, kms: Option<&str>) -> Bucket {
+        Bucket {
+            resource: "secrets".into(),
+            state,
+            provider: "kms v2".into(),
+            key: "p".into(),
+            key_id: key_id.into(),
+            depends_on_kms: kms.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn moves_objects_and_reports_drift_instead_of_going_negative() {
+        let mut c = Counts::default();
+        let a = bucket(ObjectState::Current, "k1", None);
+        c.add(a.clone());
+        c.add(a.clone());
+        assert_eq!(c.total(), 2);
+        c.remove(&a).unwrap();
+        c.remove(&a).unwrap();
+        assert!(c.is_empty(), "a bucket goes away with its last object");
+        assert_eq!(c.remove(&a), Err(Drift));
+    }
+
+    #[test]
+    fn objects_of_a_kms_provider_without_a_known_key_id_are_unknown_never_current() {
+        let kms = KmsStates::default(); // no Status answered yet
+        let mut c = Counts::default();
+        c.add(bucket(ObjectState::Current, "k1", Some("p")));
+        c.add(bucket(ObjectState::Stale, "k0", Some("p")));
+        c.add(bucket(ObjectState::Stale, "k0", None));
+        let by_state = c.by_state(&kms);
+        assert_eq!(by_state.get("unknown"), Some(&2));
+        assert_eq!(by_state.get("stale"), Some(&1));
+        assert_eq!(by_state.get("current"), None);
+        let series = c.series(&kms);
+        assert_eq!(series.values().sum::<u64>(), 3);
+        assert!(series.keys().all(|l| l[0] == "secrets" && l[2] == "kms v2"));
+    }
+}
