@@ -16,4 +16,5 @@ pub mod report_output;
 pub mod rewrite;
 pub mod snapshot;
 pub mod status;
+pub mod terminal_text;
 pub mod yaml_output;

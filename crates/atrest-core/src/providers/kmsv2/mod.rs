@@ -247,9 +247,8 @@ impl Provider for KmsV2Provider {
             .unwrap_or_default()
     }
     fn identify(&self, body: &[u8]) -> Option<(KeyRef, bool)> {
-        let Ok(object) = Self::decode(body) else {
-            return Some((self.key_ref(None), false));
-        };
+        // A body that does not even parse is refused before any Decrypt: never "current".
+        let object = Self::decode(body).ok()?;
         // Staleness needs the plugin's current key ID (a Status call at most); never Decrypt.
         let stale = match self.tracker.current() {
             Ok((key_id, source_type)) => {
