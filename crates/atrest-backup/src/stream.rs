@@ -240,7 +240,10 @@ fn map_header_error(e: age::DecryptError) -> BackupError {
 }
 
 /// Writes to a temporary file (mode 0600) next to `path` and renames it into place only when `f`
-/// succeeds, so a failed decryption never leaves partial plaintext under the final name.
+/// succeeds, so a failed decryption never leaves partial plaintext under the final name. Where the
+/// filesystem supports it the temporary file is unnamed (`O_TMPFILE`) and linked into the
+/// directory only when complete: a process killed by SIGINT, SIGTERM or SIGKILL halfway leaves
+/// nothing behind.
 pub fn write_atomically<T>(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -250,6 +253,14 @@ pub fn write_atomically<T>(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result
         path: path.display().to_string(),
         source,
     };
+    if let Some(unnamed) = unnamed_temp(dir) {
+        let mut writer = io::BufWriter::with_capacity(BUF, unnamed.map_err(file_err)?);
+        let value = f(&mut writer)?;
+        let file = writer.into_inner().map_err(|e| file_err(e.into_error()))?;
+        file.sync_all().map_err(file_err)?;
+        link_into_place(&file, dir, path).map_err(file_err)?;
+        return Ok(value);
+    }
     let tmp = tempfile::Builder::new()
         .prefix(".atrest-backup-")
         .tempfile_in(dir)
@@ -260,4 +271,54 @@ pub fn write_atomically<T>(path: &Path, f: impl FnOnce(&mut dyn Write) -> Result
     tmp.as_file().sync_all().map_err(file_err)?;
     tmp.persist(path).map_err(|e| file_err(e.error))?;
     Ok(value)
+}
+
+/// An unnamed file in `dir`; `None` when the filesystem has no `O_TMPFILE` (then a named temp
+/// file is used).
+fn unnamed_temp(dir: &Path) -> Option<io::Result<std::fs::File>> {
+    use rustix::fs::{Mode, OFlags};
+    match rustix::fs::open(
+        dir,
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    ) {
+        Ok(fd) => Some(Ok(std::fs::File::from(fd))),
+        Err(e)
+            if e == rustix::io::Errno::OPNOTSUPP
+                || e == rustix::io::Errno::ISDIR
+                || e == rustix::io::Errno::INVAL =>
+        {
+            None
+        }
+        Err(e) => Some(Err(e.into())),
+    }
+}
+
+/// Gives the complete unnamed file a name (a fresh one: `linkat` never replaces), then renames it
+/// over `path`.
+fn link_into_place(file: &std::fs::File, dir: &Path, path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    for n in 0..16u32 {
+        let name = dir.join(format!(".atrest-backup-{}-{n}.part", std::process::id()));
+        match rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc_path.as_str(),
+            rustix::fs::CWD,
+            &name,
+            rustix::fs::AtFlags::SYMLINK_FOLLOW,
+        ) {
+            Ok(()) => {
+                return std::fs::rename(&name, path).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&name);
+                })
+            }
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free temporary name",
+    ))
 }

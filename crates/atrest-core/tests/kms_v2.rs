@@ -247,7 +247,23 @@ fn key_id_rotation_new_writes_carry_new_key_and_old_values_are_stale() {
     assert!(read_old.stale, "a value under the previous key ID is stale");
     assert!(t.identify(&old).unwrap().unwrap().stale);
     assert!(!t.identify(&new).unwrap().unwrap().stale);
+    assert!(
+        t.identify(b"k8s:enc:kms:v2:p:not an EncryptedObject")
+            .unwrap()
+            .is_none(),
+        "an unparseable value is never counted as current"
+    );
     assert_eq!(plugin.count().1, 2, "one Encrypt per key ID");
+
+    // The uncached read-back asks the plugin's Decrypt even for the provider's own write state.
+    let decrypts = plugin.count().2;
+    t.verify_write(&new, b"v2", AAD).unwrap();
+    assert_eq!(
+        plugin.count().2,
+        decrypts + 1,
+        "verify_write called the plugin's Decrypt"
+    );
+    assert!(t.verify_write(&new, b"other", AAD).is_err());
 }
 
 #[test]

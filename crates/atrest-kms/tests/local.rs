@@ -712,3 +712,31 @@ async fn socket_group_makes_the_socket_0660_owned_by_that_group() {
     assert!(atrest_kms::server::listener::resolve_group("no-such-group-xyz").is_err());
     drop(server);
 }
+
+#[test]
+fn symlinked_kek_file_and_store_of_another_user_are_refused_with_the_reason() {
+    let (dir, store) = new_store();
+    let key = store.join("kek-00000001.json");
+    let moved = dir.path().join("elsewhere.json");
+    std::fs::rename(&key, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &key).unwrap();
+    let err = LocalBackend::open(&store, None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("kek-00000001.json") && err.contains("is a symlink") && !err.contains("chmod"),
+        "{err}"
+    );
+    std::fs::remove_file(&key).unwrap();
+    std::fs::rename(&moved, &key).unwrap();
+    LocalBackend::open(&store, None).unwrap();
+
+    // A store owned by another user (here: nobody) is refused, also for root.
+    std::os::unix::fs::chown(&store, Some(65534), None).unwrap();
+    let err = LocalBackend::open(&store, None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("owned by uid 65534"), "{err}");
+}

@@ -489,3 +489,112 @@ fn rotation_under_a_running_plugin_is_picked_up_at_once() {
     let dec = crypt("decrypt", &config, &enc.stdout);
     assert_eq!(dec.stdout, b"k8s\x00after rotation");
 }
+
+/// Under `ulimit -n 256`, a flood of idle connections neither makes the plugin spin on EMFILE nor
+/// locks out a real client: silent connections are dropped after the handshake timeout.
+#[test]
+fn idle_connection_flood_under_a_low_open_files_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks");
+    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sock = dir.path().join("kms.sock");
+    let listen = format!("unix://{}", sock.display());
+    let log = dir.path().join("serve.log");
+    let script = format!(
+        "ulimit -n 256; exec '{}' kms serve --backend local --listen '{}' --key-store '{}' 2>'{}'",
+        env!("CARGO_BIN_EXE_atrest"),
+        listen,
+        ks.display(),
+        log.display()
+    );
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut plugin = Plugin(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(plugin.0.try_wait().unwrap().is_none(), "plugin exited");
+        assert!(Instant::now() < deadline, "plugin did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 300 idle connections: more than the plugin's 256 file descriptors; bounded so that every
+    // connect completes (accepted or queued in the listen backlog).
+    let flood: Vec<_> = (0..300)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&sock).ok())
+        .collect();
+    assert!(flood.len() >= 250, "only {} connects", flood.len());
+    let started = Instant::now();
+    let st = atrest(
+        &["kms", "status", "--endpoint", &listen, "--timeout", "20"],
+        b"",
+    );
+    assert!(
+        st.status.success(),
+        "status during the flood: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(plugin.0.try_wait().unwrap().is_none(), "plugin survived");
+    drop(flood);
+    let logged = std::fs::metadata(&log).unwrap().len();
+    assert!(logged < 64 * 1024, "log stays small, was {logged} bytes");
+}
+
+/// An abstract socket has no file permissions: without --allowed-uid only the server's own uid may
+/// connect, so another local user (`nobody`) cannot use the plugin to decrypt.
+#[test]
+fn abstract_socket_refuses_other_users_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("ks");
+    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("atrest-test-{}", std::process::id());
+    let listen = format!("unix:///@{name}");
+    let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args(["kms", "serve", "--backend", "local", "--listen", &listen])
+        .args(["--key-store", ks.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _plugin = Plugin(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = atrest(
+            &["kms", "status", "--endpoint", &listen, "--timeout", "2"],
+            b"",
+        );
+        if st.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plugin did not answer its own uid"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let other = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_atrest"))
+        .args(["kms", "status", "--endpoint", &listen, "--timeout", "2"])
+        .output()
+        .expect("setpriv (util-linux) runs a command as another user");
+    assert!(
+        !other.status.success(),
+        "nobody must not reach the plugin: {}",
+        String::from_utf8_lossy(&other.stdout)
+    );
+}

@@ -243,3 +243,110 @@ fn raised_nospace_alarm_is_reported_and_nothing_is_written() {
     assert!(err.contains("etcd is unchanged"), "{err}");
     assert_eq!(dump(&client), before);
 }
+
+#[test]
+fn wildcard_entries_skip_keys_that_are_not_that_resource() {
+    let server = EtcdServer::start();
+    let client = TestClient::connect(&server);
+    let widget = "/registry/example.com/widgets/default/w1";
+    let aggregated = "/registry/wardle.example.com/wardle.example.com/fischers/plainfi";
+    let misfiled = "/registry/example.com/gadgets/default/g1";
+    client.put(
+        widget,
+        br#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w1"}}"#,
+    );
+    client.put(aggregated, br#"{"apiVersion":"wardle.example.com/v1alpha1","kind":"Fischer","metadata":{"name":"plainfi"}}"#);
+    client.put(
+        misfiled,
+        br#"{"apiVersion":"other.io/v1","kind":"Gadget","metadata":{"name":"g1"}}"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wild.yaml");
+    let key = base64::engine::general_purpose::STANDARD.encode([4u8; 32]);
+    std::fs::write(
+        &path,
+        format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: ['*.*']\n    providers:\n      - aesgcm:\n          keys:\n            - name: k1\n              secret: {key}\n      - identity: {{}}\n"),
+    )
+    .unwrap();
+    let config = format!("--config={}", path.display());
+
+    let out = rewrite_in(dir.path(), &server, &config, &["--dry-run"]);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 0, "{}\n{text}", stderr(&out));
+    assert!(
+        text.contains(aggregated) && text.contains("aggregated apiserver"),
+        "{text}"
+    );
+    assert!(
+        text.contains(misfiled) && text.contains("other.io/v1"),
+        "{text}"
+    );
+
+    let out = rewrite_in(dir.path(), &server, &config, &["-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (summary["rewritten"].as_u64(), summary["skipped"].as_u64()),
+        (Some(1), Some(2)),
+        "{summary}"
+    );
+    assert!(client
+        .get(widget)
+        .unwrap()
+        .0
+        .starts_with(b"k8s:enc:aesgcm:v1:k1:"));
+    assert!(
+        client.get(aggregated).unwrap().0.starts_with(b"{"),
+        "left for its own apiserver"
+    );
+    assert!(client.get(misfiled).unwrap().0.starts_with(b"{"));
+}
+
+#[test]
+fn unwritable_checkpoint_stops_before_the_first_write_and_completed_one_restarts() {
+    let server = EtcdServer::start();
+    let client = TestClient::connect(&server);
+    plaintext_secrets(&client, 50, 100);
+    let dir = tempfile::tempdir().unwrap();
+    let config = aesgcm_config(dir.path());
+    let before = dump(&client);
+    let blocked = dir.path().join("not-a-dir");
+    std::fs::write(&blocked, b"").unwrap();
+    let cp = format!("--checkpoint={}", blocked.join("cp.json").display());
+    let out = rewrite_in(dir.path(), &server, &config, &[&cp]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("etcd is unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(dump(&client), before);
+
+    // Default checkpoint: in the state directory, 0600, path printed; a completed one restarts.
+    let out = rewrite_in(dir.path(), &server, &config, &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let line = stderr(&out);
+    let path = line
+        .lines()
+        .find_map(|l| l.strip_prefix("checkpoint: "))
+        .expect("checkpoint path printed")
+        .to_string();
+    assert!(
+        path.starts_with(&dir.path().join("state/atrest").display().to_string()),
+        "{path}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+    plaintext_secrets(&client, 50, 100); // stale again
+    let out = rewrite_in(dir.path(), &server, &config, &["--resume", "-o", "json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        summary["rewritten"], 50,
+        "a completed checkpoint starts over: {summary}"
+    );
+    assert!(summary["resume_note"]
+        .as_str()
+        .unwrap()
+        .contains("completed run"));
+}

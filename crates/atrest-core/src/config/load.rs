@@ -35,8 +35,27 @@ pub fn parse_file(
     parse_bytes(&bytes, &shown, opts)
 }
 
+/// Largest config file read: far above any real one (a 200,000-key config is ~15 MB), and
+/// `/dev/zero` or a runaway file does not exhaust memory.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+fn read_bounded(path: &std::path::Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let mut out = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("file is larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
 fn read_config(path: &std::path::Path, shown: &str) -> Result<Zeroizing<Vec<u8>>, ConfigError> {
-    std::fs::read(path).map(Zeroizing::new).map_err(|err| {
+    read_bounded(path).map_err(|err| {
         let reason = format!(
             "error reading encryption provider configuration file {}: {}",
             gotext::quote(shown),

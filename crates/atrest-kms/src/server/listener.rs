@@ -1,13 +1,11 @@
-//! The unix socket: stale-socket replacement, 0600 permissions (0660 with a group), abstract names,
-//! and the optional SO_PEERCRED uid filter.
+//! The unix socket: stale-socket replacement, 0600 permissions (0660 with a group), abstract names.
+//! Accepting (backoff, connection cap, timeouts, the SO_PEERCRED uid filter) is in [`super::guard`].
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use tokio::net::{UnixListener, UnixStream};
-use tokio_stream::wrappers::UnixListenerStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio::net::UnixListener;
 
 use super::ServeError;
 use crate::endpoint::{connect_std, Endpoint};
@@ -108,35 +106,6 @@ pub(crate) fn bind(endpoint: &Endpoint, group: Option<u32>) -> Result<Bound, Ser
 }
 
 use std::os::unix::fs::DirBuilderExt;
-
-/// Accepted connections, minus peers whose uid is not allowed (when a list is given).
-pub(crate) fn incoming(
-    listener: UnixListener,
-    allowed_uids: Vec<u32>,
-) -> impl Stream<Item = Result<UnixStream, io::Error>> {
-    UnixListenerStream::new(listener).filter_map(move |res| match res {
-        Ok(stream) => {
-            if allowed_uids.is_empty() {
-                return Some(Ok(stream));
-            }
-            match stream.peer_cred() {
-                Ok(cred) if allowed_uids.contains(&cred.uid()) => Some(Ok(stream)),
-                Ok(cred) => {
-                    tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused connection from a uid not in --allowed-uid");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "refused connection: cannot read peer credentials");
-                    None
-                }
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "accept failed");
-            None
-        }
-    })
-}
 
 /// Resolves `--socket-group`: a numeric gid or a name from /etc/group.
 pub fn resolve_group(group: &str) -> Result<u32, ServeError> {

@@ -7,6 +7,7 @@
 //!
 //! Status answers from the background health state ([`health`]), never with a crypto call.
 
+pub mod guard;
 mod health;
 pub mod listener;
 pub mod metrics;
@@ -43,6 +44,8 @@ pub struct ServeConfig {
     pub health_interval: Duration,
     /// Prometheus `/metrics`, `/healthz`, `/readyz` on this TCP address.
     pub metrics_listen: Option<SocketAddr>,
+    /// Connection cap and per-connection timeouts.
+    pub limits: guard::ConnLimits,
 }
 
 impl ServeConfig {
@@ -55,6 +58,7 @@ impl ServeConfig {
             call_timeout: Duration::from_secs(3),
             health_interval: Duration::from_secs(5),
             metrics_listen: None,
+            limits: guard::ConnLimits::default(),
         }
     }
 }
@@ -165,9 +169,35 @@ impl Drop for ServerHandle {
 
 /// Binds, checks the backend once, and starts serving in the background.
 pub async fn start(
-    config: ServeConfig,
+    mut config: ServeConfig,
     backend: Arc<dyn KeyBackend>,
 ) -> Result<ServerHandle, ServeError> {
+    if let Some(soft) = guard::raise_nofile_limit() {
+        // Every connection is a file descriptor; keep some for the key store, HSM, metrics.
+        let fit = usize::try_from(soft.saturating_sub(64))
+            .unwrap_or(usize::MAX)
+            .max(16);
+        if fit < config.limits.max_connections {
+            tracing::info!(
+                open_files = soft,
+                max_connections = fit,
+                "connection cap lowered to the open-files limit"
+            );
+            config.limits.max_connections = fit;
+        }
+    }
+    if matches!(config.endpoint, Endpoint::Abstract(_)) && config.allowed_uids.is_empty() {
+        // An abstract socket has no file permissions: any local user could connect and decrypt.
+        let uid = guard::own_uid();
+        tracing::warn!(
+            uid,
+            "abstract socket without --allowed-uid: only this server's own uid may connect"
+        );
+        config.allowed_uids = vec![uid];
+    }
+    if let Some(addr) = config.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        tracing::warn!(%addr, "--metrics-listen is not a loopback address: /metrics, /healthz and /readyz are reachable from the network without authentication");
+    }
     let metrics = Arc::new(metrics::Metrics::new(backend.kind(), config.v1beta1));
     let health = Arc::new(health::HealthState::new(Arc::clone(&metrics)));
     health::check(backend.as_ref(), &health, &metrics, config.call_timeout).await;
@@ -191,6 +221,10 @@ pub async fn start(
     let max_msg = 64 * 1024;
     let mut router = tonic::transport::Server::builder()
         .timeout(config.call_timeout + Duration::from_secs(1))
+        // Dead peers are found by keepalive pings; silent ones by the guard's deadlines.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(256))
         .add_service(
             proto::v2::key_management_service_server::KeyManagementServiceServer::new(v2)
                 .max_decoding_message_size(max_msg),
@@ -209,7 +243,7 @@ pub async fn start(
     }
 
     let (tx, rx) = oneshot::channel::<()>();
-    let incoming = listener::incoming(bound.listener, config.allowed_uids.clone());
+    let incoming = guard::incoming(bound.listener, config.allowed_uids.clone(), config.limits);
     let socket_file = bound.socket_file;
     let endpoint = config.endpoint.clone();
     tracing::info!(

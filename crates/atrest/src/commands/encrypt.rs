@@ -12,6 +12,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use zeroize::Zeroizing;
 
+/// Largest stdin `encrypt` / `decrypt` read: one etcd value (base64 of it included) with room to
+/// spare; `/dev/zero` does not exhaust memory.
+pub const MAX_STDIN_BYTES: u64 = 64 << 20;
+
 /// The flags `encrypt` and `decrypt` share.
 #[derive(clap::Args, Debug)]
 pub struct CryptoArgs {
@@ -58,12 +62,17 @@ impl CryptoArgs {
         Ok(transformers.for_resource(&GroupResource::parse(&self.resource)))
     }
 
-    /// All of stdin, base64-decoded if asked.
+    /// All of stdin (at most [`MAX_STDIN_BYTES`]), base64-decoded if asked.
     pub fn read_input(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         let mut raw = Zeroizing::new(Vec::new());
         std::io::stdin()
+            .take(MAX_STDIN_BYTES + 1)
             .read_to_end(&mut raw)
             .context("reading stdin")?;
+        anyhow::ensure!(
+            raw.len() as u64 <= MAX_STDIN_BYTES,
+            "stdin is larger than {MAX_STDIN_BYTES} bytes; one etcd value is at most etcd's --max-request-bytes (1.5 MiB by default)"
+        );
         if !self.input_base64 {
             return Ok(raw);
         }

@@ -186,9 +186,13 @@ pub struct ServeArgs {
     /// Group (name or gid) owning the socket; the socket becomes 0660 instead of 0600.
     #[arg(long)]
     pub socket_group: Option<String>,
-    /// Only accept connections from these uids (checked with SO_PEERCRED); repeatable.
+    /// Only accept connections from these uids (checked with SO_PEERCRED); repeatable. An abstract
+    /// socket (`unix:///@name`) without it only accepts the server's own uid.
     #[arg(long = "allowed-uid")]
     pub allowed_uids: Vec<u32>,
+    /// Open connections at most (lowered to fit the open-files limit); more wait in the backlog.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
     /// Serve Prometheus /metrics, /healthz and /readyz on this address, e.g. 127.0.0.1:9464.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -551,6 +555,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         call_timeout: timeout,
         health_interval: args.health_interval,
         metrics_listen: args.metrics_listen,
+        limits: server::guard::ConnLimits {
+            max_connections: args.max_connections as usize,
+            ..Default::default()
+        },
     };
     server::run_blocking(config, spec)?;
     Ok(ExitCode::SUCCESS)
@@ -569,6 +577,7 @@ fn pkcs11_keygen(args: &Pkcs11Args) -> anyhow::Result<ExitCode> {
 }
 
 fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    use super::terminal_text::escape_control as esc;
     let kms = connector();
     let client = kms.connect_v2("status", &args.endpoint, args.timeout)?;
     let s = client.status()?;
@@ -590,7 +599,9 @@ fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         writeln!(
             out,
             "version: {}\nhealthz: {}\nkey_id:  {}",
-            s.version, s.healthz, s.key_id
+            esc(&s.version),
+            esc(&s.healthz),
+            esc(&s.key_id)
         )?;
         Ok(())
     })

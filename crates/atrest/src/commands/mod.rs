@@ -24,5 +24,6 @@ pub mod rewrite;
 pub mod rotate;
 pub mod snapshot;
 pub mod status;
+pub mod terminal_text;
 pub mod version;
 pub mod yaml_output;

@@ -16,6 +16,7 @@ use atrest_store::etcd::space::DEFAULT_QUOTA_BYTES;
 
 use super::etcd_args::{runtime, ConfigArgs, EtcdArgs};
 use super::report_output::{write_document, OutputFormat, Progress};
+use super::terminal_text::escape_control as esc;
 
 #[derive(clap::Args)]
 pub struct RewriteArgs {
@@ -185,9 +186,9 @@ fn render(s: &RewriteSummary, out: &mut dyn Write) -> std::io::Result<()> {
         .iter()
         .map(|r| {
             let key = match (&r.key_name, &r.key_id) {
-                (Some(n), Some(id)) => format!("{n} (key_id {id})"),
+                (Some(n), Some(id)) => format!("{n} (key_id {})", esc(id)),
                 (Some(n), None) => n.clone(),
-                (None, Some(id)) => format!("key_id {id}"),
+                (None, Some(id)) => format!("key_id {}", esc(id)),
                 (None, None) => "-".into(),
             };
             let action = if s.dry_run && r.action == "rewrite" {
@@ -261,7 +262,7 @@ fn render(s: &RewriteSummary, out: &mut dyn Write) -> std::io::Result<()> {
     if !s.unreadable_objects.is_empty() {
         writeln!(out, "\nUnreadable values (left unchanged):")?;
         for u in &s.unreadable_objects {
-            writeln!(out, "  {}: {}", u.key, u.error)?;
+            writeln!(out, "  {}: {}", esc(&u.key), esc(&u.error))?;
         }
     }
     if !s.skipped_objects.is_empty() {
@@ -270,13 +271,13 @@ fn render(s: &RewriteSummary, out: &mut dyn Write) -> std::io::Result<()> {
             "\nSkipped (matched only by a wildcard entry, not that resource):"
         )?;
         for u in &s.skipped_objects {
-            writeln!(out, "  {}: {}", u.key, u.error)?;
+            writeln!(out, "  {}: {}", esc(&u.key), esc(&u.error))?;
         }
     }
     if !s.not_written_objects.is_empty() {
         writeln!(out, "\nNot written (left unchanged):")?;
         for u in &s.not_written_objects {
-            writeln!(out, "  {}: {}", u.key, u.error)?;
+            writeln!(out, "  {}: {}", esc(&u.key), esc(&u.error))?;
         }
     }
     Ok(())

@@ -250,8 +250,9 @@ impl Provider for KmsV2Provider {
             .unwrap_or_default()
     }
     fn identify(&self, body: &[u8]) -> Result<Option<(KeyRef, bool)>, TransformError> {
+        // A body that does not even parse is refused before any Decrypt: never "current".
         let Ok(object) = Self::decode(body) else {
-            return Ok(Some((self.key_ref(None), false)));
+            return Ok(None);
         };
         // Staleness needs the plugin's current key ID (a Status call at most); never Decrypt.
         // Without it the answer is unknown: an outage, never "current".

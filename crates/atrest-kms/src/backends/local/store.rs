@@ -40,6 +40,14 @@ pub enum StoreError {
         mode: u32,
         fix: &'static str,
     },
+    #[error("refusing to use {path}: it is a symlink; the key store takes no symlinks (another user could redirect it): put the file itself there")]
+    Symlink { path: PathBuf },
+    #[error("refusing to use {path}: it is owned by uid {owner}, not by uid {user} that serves; `chown {user} {path}` or serve as its owner")]
+    Owner {
+        path: PathBuf,
+        owner: u32,
+        user: u32,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -113,9 +121,23 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
-/// Refuses anything group- or world-accessible.
+/// Refuses symlinks, anything owned by another user, and anything group- or world-accessible.
 fn check_private(path: &Path, is_dir: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
     let meta = fs::symlink_metadata(path).map_err(io(path))?;
+    if meta.file_type().is_symlink() {
+        return Err(StoreError::Symlink {
+            path: path.to_path_buf(),
+        });
+    }
+    let user = rustix::process::geteuid().as_raw();
+    if meta.uid() != user {
+        return Err(StoreError::Owner {
+            path: path.to_path_buf(),
+            owner: meta.uid(),
+            user,
+        });
+    }
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         let what = if mode & 0o007 != 0 {
