@@ -88,7 +88,21 @@ impl Classifier {
     /// The bucket of one etcd key/value (a watch event's value or previous value).
     pub fn classify(&mut self, key: &[u8], value: &[u8]) -> Option<Bucket> {
         let mut builder = StatusReportBuilder::new(self.transformers.clone(), self.opts.clone());
-        builder.add(key, value);
+        if let Err(outage) = builder.add(key, value) {
+            // The value's staleness needs a KMS plugin that does not answer: its bucket depends
+            // on that provider, so it is exported as `unknown` until the plugin answers again
+            // (which triggers a rescan that files it correctly).
+            let resource = atrest_store::keymap::parse_key(&self.opts.etcd_prefix, key)
+                .map_or_else(|| "-".to_string(), |info| info.resource.to_string());
+            return Some(Bucket {
+                resource,
+                state: ObjectState::Stale,
+                provider: ProviderKind::KmsV2.to_string(),
+                key: outage.provider.clone(),
+                key_id: String::new(),
+                depends_on_kms: Some(outage.provider),
+            });
+        }
         let report = builder.finish();
         report.rows.first().map(|row| self.bucket(row))
     }

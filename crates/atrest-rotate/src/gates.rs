@@ -69,7 +69,7 @@ pub async fn scan_objects(
     let mut counts: BTreeMap<(Option<usize>, String, KeyLabel, bool), Bucket> = BTreeMap::new();
     while let Some(page) = scanner.next_page().await? {
         for kv in &page {
-            let c = builder.classify(kv.key(), kv.value());
+            let c = builder.classify(kv.key(), kv.value())?;
             let Some(gr) = c.resource else { continue };
             if !c.covered {
                 continue;

@@ -969,7 +969,7 @@ async fn scan_and_commit(
             {
                 Some(why) => (
                     Decision::Foreign(why),
-                    rt.identify(kv.value()).map(|i| i.provider),
+                    rt.identify(kv.value()).ok().flatten().map(|i| i.provider),
                 ),
                 None => decide(
                     &rt,

@@ -45,7 +45,7 @@ impl WriteCheck {
             .lock()
             .map(|v| v.contains(&id))
             .unwrap_or(false);
-        if known && seen % SAMPLE_EVERY != 0 {
+        if known && !seen.is_multiple_of(SAMPLE_EVERY) {
             return Ok(());
         }
         self.checked.fetch_add(1, Ordering::Relaxed);

@@ -82,10 +82,10 @@ async fn crd_names(
 
 pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
     let (_, transformers) = args.config.load()?;
-    super::common::check_kms_for(&transformers.for_resource(&gr))?;
     let rt = runtime()?;
     let conn = args.etcd.connect(&rt)?;
     let (key, gr) = etcd_key(&args, &rt, &conn)?;
+    super::common::check_kms_for(&transformers.for_resource(&gr))?;
     let Some((stored, mod_revision, _)) =
         rt.block_on(atrest_store::etcd::get_one(&conn, key.as_bytes()))?
     else {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use atrest_monitor::{Monitor, MonitorOptions};
 
-use super::etcd_args::{parse_duration, ConfigArgs, EtcdArgs};
+use super::common::parse_duration;
+use super::etcd_args::{ConfigArgs, EtcdArgs};
 use super::kms::{init_serve_logging, LogFormat};
 
 #[derive(clap::Args)]

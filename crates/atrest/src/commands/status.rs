@@ -52,7 +52,6 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         })?;
     progress.finish();
     let code = super::common::emit(exit_code(report.exit_class()), |out| {
-        use std::io::Write as _;
         render_status(&report, args.output, out)?;
         if report.totals.unreadable > 0 && args.output == OutputFormat::Table {
             // A candidate config: say which keys it lacks, one line per stored provider/key.

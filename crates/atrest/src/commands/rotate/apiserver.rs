@@ -9,7 +9,7 @@ use atrest_rotate::metrics::{self, KeyIdSeen, LoadedConfig};
 use yaml_rust2::{Yaml, YamlLoader};
 use zeroize::Zeroizing;
 
-use crate::commands::etcd_args::parse_duration;
+use crate::commands::common::parse_duration;
 
 /// `--apiserver` and kubectl's credential flags.
 #[derive(clap::Args, Debug, Clone)]

@@ -32,7 +32,8 @@ use serde::Serialize;
 
 use super::apiserver::{ApiserverArgs, Apiservers, Observation};
 use super::session::{require_all_watched, PlanDir};
-use crate::commands::etcd_args::{parse_duration, runtime, EtcdArgs};
+use crate::commands::common::parse_duration;
+use crate::commands::etcd_args::{runtime, EtcdArgs};
 use crate::commands::report_output::{OutputFormat, Progress};
 
 #[derive(clap::Args)]
@@ -447,9 +448,8 @@ fn output(
     };
     let mut out = std::io::stdout().lock();
     match args.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &summary)?;
-            writeln!(out)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::commands::report_output::write_document(args.output, &summary, &mut out)?;
         }
         OutputFormat::Table => {
             writeln!(

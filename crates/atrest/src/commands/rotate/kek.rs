@@ -21,7 +21,8 @@ use atrest_store::report::ReportOptions;
 use serde::Serialize;
 
 use super::apiserver::{ApiserverArgs, Apiservers};
-use crate::commands::etcd_args::{parse_duration, runtime, ConfigArgs, EtcdArgs};
+use crate::commands::common::parse_duration;
+use crate::commands::etcd_args::{runtime, ConfigArgs, EtcdArgs};
 use crate::commands::report_output::{OutputFormat, Progress};
 
 #[derive(clap::Args)]
@@ -215,9 +216,8 @@ pub fn run(args: KekArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     match args.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &out_doc)?;
-            writeln!(out)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::commands::report_output::write_document(args.output, &out_doc, &mut out)?;
         }
         OutputFormat::Table => {
             writeln!(

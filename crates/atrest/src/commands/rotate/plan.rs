@@ -15,7 +15,8 @@ use atrest_rotate::plan::{generate, ConfigStep, PlanRequest, Target};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use crate::commands::etcd_args::{endpoints_given, parse_duration, runtime, ConfigArgs, EtcdArgs};
+use crate::commands::common::parse_duration;
+use crate::commands::etcd_args::{endpoints_given, runtime, ConfigArgs, EtcdArgs};
 use crate::commands::report_output::OutputFormat;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,14 +176,13 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     match args.output {
-        OutputFormat::Json => {
+        OutputFormat::Json | OutputFormat::Yaml => {
             let doc = PlanOutput {
                 dir: dir.display().to_string(),
                 plan: &plan,
                 objects,
             };
-            serde_json::to_writer_pretty(&mut out, &doc)?;
-            writeln!(out)?;
+            crate::commands::report_output::write_document(args.output, &doc, &mut out)?;
         }
         OutputFormat::Table => render(&dir, &plan, objects.as_deref(), &mut out)?,
     }

@@ -182,9 +182,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = std::io::stdout().lock();
     match args.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, &view)?;
-            writeln!(out)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::commands::report_output::write_document(args.output, &view, &mut out)?;
         }
         OutputFormat::Table => render(&view, &mut out)?,
     }

@@ -332,24 +332,29 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         if args.namespace.is_some() && info.namespace != args.namespace {
             continue;
         }
-        let mut object =
-            match decrypt_decode(&transformers, &info, &kv.key, &kv.value, kv.mod_revision) {
-                Ok((_, object)) => object,
-                Err(ObjectError::Outage(o)) => {
-                    bar.finish();
-                    return Err(crate::commands::common::kms_outage(
-                        &o,
-                        &format!(
-                            "the export stopped at {key_text}; what was written before is incomplete"
-                        ),
-                    ));
-                }
-                Err(ObjectError::Failed(e)) => {
-                    note!("error: {key_text}: {e}");
-                    failures.push((key_text, e));
-                    continue;
-                }
-            };
+        let mut object = match decrypt_decode(
+            &transformers,
+            &info,
+            &kv.key,
+            &kv.value,
+            kv.mod_revision,
+        ) {
+            Ok((_, object)) => object,
+            Err(ObjectError::Outage(o)) => {
+                bar.finish();
+                return Err(crate::commands::common::kms_outage(
+                    &o,
+                    &format!(
+                        "the export stopped at {key_text}; what was written before is incomplete"
+                    ),
+                ));
+            }
+            Err(ObjectError::Failed(e)) => {
+                note!("error: {key_text}: {e}");
+                failures.push((key_text, e));
+                continue;
+            }
+        };
         restore::note_service(&info, &object, &mut selector_services);
         if !args.include_recreated {
             if let Some(label) = restore::left_out(&info, &object, &selector_services) {
