@@ -332,22 +332,15 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         if args.namespace.is_some() && info.namespace != args.namespace {
             continue;
         }
-        let mut object = match decrypt_decode(
-            &transformers,
-            &info,
-            &kv.key,
-            &kv.value,
-            kv.mod_revision,
-        ) {
+        let decoded = decrypt_decode(&transformers, &info, &kv.key, &kv.value, kv.mod_revision);
+        let mut object = match decoded {
             Ok((_, object)) => object,
             Err(ObjectError::Outage(o)) => {
                 bar.finish();
-                return Err(crate::commands::common::kms_outage(
-                    &o,
-                    &format!(
-                        "the export stopped at {key_text}; what was written before is incomplete"
-                    ),
-                ));
+                let consequence = format!(
+                    "the export stopped at {key_text}; what was written before is incomplete"
+                );
+                return Err(crate::commands::common::kms_outage(&o, &consequence));
             }
             Err(ObjectError::Failed(e)) => {
                 note!("error: {key_text}: {e}");
