@@ -314,7 +314,7 @@ fn round_trip_alias_repoint_and_restart() {
 }
 
 #[test]
-fn disabled_and_pending_deletion_key_unhealthy_then_recovers() {
+fn disabled_pending_deletion_and_denied_key_unhealthy_then_recovers() {
     let moto = Moto::start();
     let k1 = moto.create_key("k1");
     moto.point_alias(ALIAS, &k1);
@@ -362,6 +362,33 @@ fn disabled_and_pending_deletion_key_unhealthy_then_recovers() {
     );
     moto.kms("CancelKeyDeletion", json!({ "KeyId": uuid(&k1) }));
     moto.kms("EnableKey", json!({ "KeyId": uuid(&k1) }));
+    assert!(eventually(Duration::from_secs(10), || healthz(
+        kms.as_ref()
+    ) == "ok"));
+
+    // Permission taken away (moto evaluates Deny statements of the key policy for DescribeKey),
+    // then given back.
+    let policy = |effect: &str| {
+        json!({ "Version": "2012-10-17", "Statement": [{
+            "Effect": effect, "Principal": { "AWS": "*" }, "Action": ["kms:DescribeKey"], "Resource": "*"
+        }] })
+        .to_string()
+    };
+    let put = |effect: &str| {
+        moto.kms(
+            "PutKeyPolicy",
+            json!({ "KeyId": uuid(&k1), "PolicyName": "default", "Policy": policy(effect) }),
+        )
+    };
+    put("Deny");
+    assert!(
+        eventually(Duration::from_secs(10), || healthz(kms.as_ref())
+            .contains("AccessDeniedException")),
+        "{}",
+        healthz(kms.as_ref())
+    );
+    assert!(http_get(plugin.metrics, "/readyz").0.contains("503"));
+    put("Allow");
     assert!(eventually(Duration::from_secs(10), || healthz(
         kms.as_ref()
     ) == "ok"));
