@@ -17,14 +17,8 @@ use serde::Serialize;
 
 use super::apiserver::DEFAULT_MANIFEST;
 use super::etcd_args::EtcdArgs;
+use super::report_output::{write_document, OutputFormat};
 pub use checks::{Check, Status};
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutputFormat {
-    #[default]
-    Table,
-    Json,
-}
 
 #[derive(clap::Args)]
 pub struct AuditArgs {
@@ -81,28 +75,22 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
         warn: count(Status::Warn),
         fail: count(Status::Fail),
     };
-    let mut stdout = std::io::stdout().lock();
-    let written = match args.output {
-        OutputFormat::Json => serde_json::to_writer_pretty(
-            &mut stdout,
-            &Report {
-                checks: &out,
-                summary: Summary { ..summary },
-            },
-        )
-        .map_err(std::io::Error::from)
-        .and_then(|_| std::io::Write::write_all(&mut stdout, b"\n")),
-        OutputFormat::Table => checks::render_table(&out, &mut stdout),
-    };
-    match written {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        other => other?,
-    }
-    Ok(ExitCode::from(if summary.fail > 0 {
+    let code = ExitCode::from(if summary.fail > 0 {
         crate::exit::FAILURE
     } else if summary.warn > 0 {
         crate::exit::NOT_CURRENT
     } else {
         crate::exit::SUCCESS
-    }))
+    });
+    super::common::emit(code, |stdout| match args.output {
+        OutputFormat::Table => Ok(checks::render_table(&out, stdout)?),
+        document => write_document(
+            document,
+            &Report {
+                checks: &out,
+                summary,
+            },
+            stdout,
+        ),
+    })
 }
