@@ -118,6 +118,19 @@ pub fn run(args: RewriteArgs) -> anyhow::Result<ExitCode> {
             checkpoint.display()
         );
     }
+    if args.resume {
+        // Checked before anything is printed or written, so that a refusal is one message.
+        checkpoint::Checkpoint::load(&checkpoint)
+            .and_then(|saved| {
+                saved.check_matches(
+                    &checkpoint,
+                    &args.etcd.etcd_prefix,
+                    &config.content_hash,
+                    &selection.names(),
+                )
+            })
+            .context("--resume refused, nothing was written")?;
+    }
     if !args.dry_run {
         eprintln!("checkpoint: {}", checkpoint.display());
     }
