@@ -22,12 +22,10 @@ pub fn load_transformers(
 
 /// Prints `text` on stdout; a reader that went away (`| head`) is a quiet success, not a panic.
 pub fn print_stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other.context("writing to stdout")?),
-    }
+    emit(std::process::ExitCode::SUCCESS, |out| {
+        out.write_all(text.as_bytes()).context("writing to stdout")
+    })
+    .map(|_| ())
 }
 
 /// The one error every command gives when a KMS provider of the config is not answering (plugin
