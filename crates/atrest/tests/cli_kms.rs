@@ -328,7 +328,9 @@ fn pkcs11_keygen_serve_and_wrong_pin() {
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
         .env("SOFTHSM2_CONF", &conf)
+        // A multi-threaded runtime here (the default is one thread): HSM calls on the blocking pool.
         .args(["kms", "serve", "--backend", "pkcs11", "--listen", &listen])
+        .args(["--worker-threads", "4"])
         .args(common(&pin))
         .stderr(Stdio::null())
         .spawn()
