@@ -277,3 +277,144 @@ fn guards_in_rewrite_config_check_and_status() {
         assert!(v.starts_with(b"k8s:enc:aesgcm:v1:key-"), "{k}");
     }
 }
+
+#[test]
+fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
+    let cp = ControlPlane::start(2, &aescbc_config());
+    seed(&cp.urls()[0], "app", 10);
+    cp.plan(&["--provider=aesgcm"]);
+    let mut args = cp.apply_args("30s");
+    args.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(0)])));
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A value only the retired key1 can read, written behind the apiservers' back: a backup of
+    // etcd now would need the escrowed key, so it must not pass as verified.
+    let old = load_bytes(
+        aescbc_config().as_bytes(),
+        "current.yaml",
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let old = Transformers::build(&old, Arc::new(atrest_core::kms::NoKms)).unwrap();
+    let key = "/registry/secrets/app/behind-the-back";
+    let stored = old
+        .for_resource(&GroupResource::new("", "secrets"))
+        .write(&secret_json("app", "behind-the-back", "x"), key.as_bytes())
+        .unwrap();
+    assert!(stored.starts_with(b"k8s:enc:aescbc:v1:key1:"));
+    let client = atrest_testkit::load::TestClient::connect(&cp.etcd);
+    client.put(key, &stored);
+
+    let file = cp.dir.path().join("etcd.db.age");
+    let pass = cp.dir.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let mut with_backup = args.clone();
+    with_backup.push(format!("--backup={}", file.display()));
+    with_backup.push(format!("--passphrase-file={}", pass.display()));
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("backup verification failed"), "{err}");
+    assert!(err.contains(key), "names the key: {err}");
+    assert!(!file.exists(), "an unverified backup is not left behind");
+    let entries: Vec<_> = std::fs::read_dir(cp.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries.iter().any(|n| n.contains("atrest-backup")),
+        "no temp file: {entries:?}"
+    );
+
+    // Without that value the backup verifies.
+    client.block_on(async {
+        let mut c = client.client();
+        c.delete(key, None).await.unwrap();
+    });
+    with_backup.push("-o=json".into());
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["no_op"], false);
+    assert_eq!(v["backup"]["verified"], true, "{v}");
+    assert_eq!(v["backup"]["path"], file.display().to_string());
+    assert!(v["backup"]["objects"].as_u64().unwrap() >= 10, "{v}");
+    assert_eq!(v["backup"]["recipients"][0], "passphrase");
+    // Not compacted: the seeded objects' key1 revisions (and the deleted value) are history.
+    assert!(
+        v["backup"]["history_under_retired_keys"].as_u64().unwrap() >= 11,
+        "{v}"
+    );
+    assert!(
+        v["backups_needing_escrow"]
+            .as_str()
+            .unwrap()
+            .contains("needs them only for"),
+        "{v}"
+    );
+    assert_eq!(mode(&file), 0o600);
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "encrypted");
+    assert!(
+        !bytes.windows(17).any(|w| w == b"/registry/secrets"),
+        "no etcd key in clear"
+    );
+    let sha = v["backup"]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(sha, atrest_core::config::content_hash(&bytes));
+
+    // Independently: the file decrypts, and the snapshot inside reads with retire.yaml alone.
+    let plain = cp.dir.path().join("plain.db");
+    let out = atrest(&[
+        "backup".into(),
+        "decrypt".into(),
+        format!("--passphrase-file={}", pass.display()),
+        format!("--input={}", file.display()),
+        format!("--output={}", plain.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = atrest(&[
+        "snapshot".into(),
+        "status".into(),
+        plain.display().to_string(),
+        format!("--config={}", cp.plan_dir().join("retire.yaml").display()),
+        "--verify".into(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // A rerun after a verified backup is a no-op: FILE is untouched.
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["no_op"], true);
+    assert_eq!(again["backup"]["sha256"], sha.as_str());
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+
+    // A run that died after FILE appeared but before it was verified: the next run replaces it.
+    let state_path = cp.plan_dir().join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["backup"]["verified"] = false.into();
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("never verified"), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backup"]["verified"], true);
+    assert_ne!(v["backup"]["sha256"], sha.as_str(), "taken again");
+
+    // A file this rotation did not write is never overwritten.
+    let foreign = cp.dir.path().join("someone-elses.age");
+    std::fs::write(&foreign, b"keep me").unwrap();
+    let mut other = args.clone();
+    other.push(format!("--backup={}", foreign.display()));
+    other.push(format!("--passphrase-file={}", pass.display()));
+    let out = atrest(&other);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("never overwritten"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"keep me");
+}

@@ -174,19 +174,17 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let mut out = std::io::stdout().lock();
-    match args.output {
+    crate::commands::common::emit(ExitCode::SUCCESS, |out| match args.output {
         OutputFormat::Json | OutputFormat::Yaml => {
             let doc = PlanOutput {
                 dir: dir.display().to_string(),
                 plan: &plan,
                 objects,
             };
-            crate::commands::report_output::write_document(args.output, &doc, &mut out)?;
+            crate::commands::report_output::write_document(args.output, &doc, out)
         }
-        OutputFormat::Table => render(&dir, &plan, objects.as_deref(), &mut out)?,
-    }
-    Ok(ExitCode::SUCCESS)
+        OutputFormat::Table => Ok(render(&dir, &plan, objects.as_deref(), out)?),
+    })
 }
 
 /// The objects of every entry today, counted at one revision with CURRENT.

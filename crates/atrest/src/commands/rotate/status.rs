@@ -15,6 +15,7 @@ use super::apiserver::{ApiserverArgs, Apiservers};
 use super::session::{unwatched_apiservers, PlanDir};
 use crate::commands::etcd_args::{runtime, EtcdArgs};
 use crate::commands::report_output::OutputFormat;
+use crate::commands::terminal_text::escape_control;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -180,18 +181,17 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         retire_blockers,
         blocked_because: blocked,
     };
-    let mut out = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json | OutputFormat::Yaml => {
-            crate::commands::report_output::write_document(args.output, &view, &mut out)?;
-        }
-        OutputFormat::Table => render(&view, &mut out)?,
-    }
-    Ok(ExitCode::from(match view.state {
+    let code = ExitCode::from(match view.state {
         "finished" => crate::exit::SUCCESS,
         "blocked" => crate::exit::FAILURE,
         _ => crate::exit::NOT_CURRENT,
-    }))
+    });
+    crate::commands::common::emit(code, |out| match args.output {
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::commands::report_output::write_document(args.output, &view, out)
+        }
+        OutputFormat::Table => Ok(render(&view, out)?),
+    })
 }
 
 fn render(v: &View, out: &mut dyn Write) -> std::io::Result<()> {
@@ -218,8 +218,8 @@ fn render(v: &View, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,
             "{}  {}  {}  {}  {}",
-            a.url,
-            a.loaded,
+            escape_control(&a.url),
+            escape_control(&a.loaded),
             a.step.unwrap_or("-"),
             if a.reads_new_key { "yes" } else { "no" },
             if a.writes_new_key { "yes" } else { "no" }
@@ -236,21 +236,21 @@ fn render(v: &View, out: &mut dyn Write) -> std::io::Result<()> {
             out,
             "  {} {} under {}{}",
             c.count,
-            c.resource,
-            c.label,
+            escape_control(&c.resource),
+            escape_control(&c.label.to_string()),
             if c.readable { "" } else { " (unreadable)" }
         )?;
     }
     if !v.retire_blockers.is_empty() {
         writeln!(out, "retire gate: not met")?;
         for b in &v.retire_blockers {
-            writeln!(out, "  {b}")?;
+            writeln!(out, "  {}", escape_control(b))?;
         }
     } else {
         writeln!(out, "retire gate: met (nothing under a retired key)")?;
     }
     for b in &v.blocked_because {
-        writeln!(out, "blocked: {b}")?;
+        writeln!(out, "blocked: {}", escape_control(b))?;
     }
     writeln!(out, "next action: {}", v.next_action)?;
     Ok(())
