@@ -31,6 +31,15 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// etcd plus `n` stand-ins, each with its own copy of `current`.
     pub fn start(n: usize, current: &str) -> ControlPlane {
+        Self::start_with(n, current, |_| {})
+    }
+
+    /// [`start`](Self::start), with each stand-in's options adjusted by `customize` (HTTPS, KMS).
+    pub fn start_with(
+        n: usize,
+        current: &str,
+        customize: impl Fn(&mut ApiserverOptions),
+    ) -> ControlPlane {
         let etcd = EtcdServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let current_path = dir.path().join("current.yaml");
@@ -42,8 +51,9 @@ impl ControlPlane {
             std::fs::create_dir(&node).unwrap();
             let config = node.join("enc.yaml");
             std::fs::write(&config, current).unwrap();
-            let opts =
+            let mut opts =
                 ApiserverOptions::new(config.clone(), etcd.endpoints(), &format!("master-{i}"));
+            customize(&mut opts);
             apiservers.push(ApiserverStandIn::start(opts));
             nodes.push(config);
         }
