@@ -74,6 +74,13 @@ fn unreadable_values_block_retire_until_removed() {
         .unwrap();
     let client = atrest_testkit::load::TestClient::connect(&cp.etcd);
     client.put(key, &stored);
+    // One more whose etcd key carries a terminal escape: tables and errors show it escaped.
+    let evil = "/registry/secrets/app/evil\x1b]0;pwned\x07";
+    let stored_evil = t
+        .for_resource(&GroupResource::new("", "secrets"))
+        .write(&secret_json("app", "evil", "x"), evil.as_bytes())
+        .unwrap();
+    client.put(evil, &stored_evil);
 
     cp.plan(&["--provider=secretbox"]);
     let mut args = cp.apply_args("30s");
@@ -83,10 +90,14 @@ fn unreadable_values_block_retire_until_removed() {
     let err = stderr(&out);
     assert!(err.contains("retire blocked"), "{err}");
     assert!(
-        err.contains("1 secrets under aescbc ghost"),
+        err.contains("2 secrets under aescbc ghost"),
         "grouped by stored key: {err}"
     );
     assert!(err.contains(key), "{err}");
+    assert!(
+        !err.contains('\x1b') && err.contains("evil\\x1b]0;pwned\\x07"),
+        "escaped: {err}"
+    );
     assert_eq!(
         cp.installed_steps(),
         ["stage", "promote"],
@@ -95,11 +106,26 @@ fn unreadable_values_block_retire_until_removed() {
     assert!(!cp.done().contains(&"verified".to_string()));
     let st = status(&cp);
     assert_eq!(st.status.code(), Some(1), "blocked: {}", stdout(&st));
+    let mut table = vec![
+        "rotate".to_string(),
+        "status".into(),
+        format!("--plan={}", cp.plan_dir().display()),
+        format!("--endpoints={}", cp.etcd.endpoint()),
+    ];
+    table.extend(cp.urls().iter().map(|u| format!("--apiserver={u}")));
+    let st = atrest(&table);
+    assert_eq!(st.status.code(), Some(1));
+    let text = stdout(&st);
+    assert!(
+        !text.contains('\x1b') && text.contains("evil\\x1b]0;pwned\\x07"),
+        "escaped: {text}"
+    );
 
-    // Once the object is gone the same command finishes.
+    // Once the objects are gone the same command finishes.
     client.block_on(async {
         let mut c = client.client();
         c.delete(key, None).await.unwrap();
+        c.delete(evil, None).await.unwrap();
     });
     let out = atrest(&args);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

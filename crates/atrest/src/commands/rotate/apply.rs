@@ -310,7 +310,7 @@ fn wait_loaded(
             .iter()
             .map(|(u, o)| format!("{u} reports {}", pd.describe(o)))
             .collect();
-        let shown = shown.join("; ");
+        let shown = escape_control(&shown.join("; ")).into_owned();
         if started.elapsed() >= args.wait_timeout {
             bail!(
                 "timed out after {:?} waiting for every apiserver to load {} ({want}): {shown}. Nothing after that was done (the configs installed so far are safe to keep); rerun the same command to continue",

@@ -140,7 +140,7 @@ pub fn run(args: KekArgs) -> anyhow::Result<ExitCode> {
                 "timed out after {:?} waiting for every apiserver to use key ID {}: {}; nothing was rewritten",
                 args.wait_timeout,
                 escape_control(&key_id),
-                lagging.join("; ")
+                escape_control(&lagging.join("; "))
             );
         }
         if !without_metric.is_empty() && lagging.is_empty() {

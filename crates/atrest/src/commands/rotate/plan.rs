@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::commands::common::parse_duration;
 use crate::commands::etcd_args::{endpoints_given, runtime, ConfigArgs, EtcdArgs};
 use crate::commands::report_output::OutputFormat;
+use crate::commands::terminal_text::escape_control;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanProvider {
@@ -277,8 +278,8 @@ fn render(
                             format!(
                                 "{} {} under {}{}",
                                 c.count,
-                                c.resource,
-                                c.label,
+                                escape_control(&c.resource),
+                                escape_control(&c.label.to_string()),
                                 if c.readable { "" } else { " (unreadable)" }
                             )
                         })
