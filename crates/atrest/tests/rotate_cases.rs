@@ -333,11 +333,28 @@ fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
     client.put(key, &stored);
 
     let file = cp.dir.path().join("etcd.db.age");
-    let pass = cp.dir.path().join("passphrase");
-    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    // An age X25519 recipient (scrypt passphrases would cost seconds per run).
+    let identity = cp.dir.path().join("backup-identity.txt");
+    let out = atrest(&[
+        "backup".into(),
+        "keygen".into(),
+        format!("--output={}", identity.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recipient = stdout(&out).trim().to_string();
     let mut with_backup = args.clone();
     with_backup.push(format!("--backup={}", file.display()));
-    with_backup.push(format!("--passphrase-file={}", pass.display()));
+    with_backup.push(format!("--recipient={recipient}"));
+    // Without a way to open it, the backup could not be verified: refused before anything.
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--backup-identity"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!file.exists());
+    with_backup.push(format!("--backup-identity={}", identity.display()));
     let out = atrest(&with_backup);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
@@ -366,7 +383,7 @@ fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
     assert_eq!(v["backup"]["verified"], true, "{v}");
     assert_eq!(v["backup"]["path"], file.display().to_string());
     assert!(v["backup"]["objects"].as_u64().unwrap() >= 10, "{v}");
-    assert_eq!(v["backup"]["recipients"][0], "passphrase");
+    assert_eq!(v["backup"]["recipients"][0], recipient.as_str());
     // Not compacted: the seeded objects' key1 revisions (and the deleted value) are history.
     assert!(
         v["backup"]["history_under_retired_keys"].as_u64().unwrap() >= 11,
@@ -388,13 +405,17 @@ fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
     );
     let sha = v["backup"]["sha256"].as_str().unwrap().to_string();
     assert_eq!(sha, atrest_core::config::content_hash(&bytes));
+    let st = status(&cp);
+    assert_eq!(st.status.code(), Some(0), "{}", stdout(&st));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["backup"]["sha256"], sha.as_str(), "{st}");
 
     // Independently: the file decrypts, and the snapshot inside reads with retire.yaml alone.
     let plain = cp.dir.path().join("plain.db");
     let out = atrest(&[
         "backup".into(),
         "decrypt".into(),
-        format!("--passphrase-file={}", pass.display()),
+        format!("--identity={}", identity.display()),
         format!("--input={}", file.display()),
         format!("--output={}", plain.display()),
     ]);
@@ -434,7 +455,8 @@ fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
     std::fs::write(&foreign, b"keep me").unwrap();
     let mut other = args.clone();
     other.push(format!("--backup={}", foreign.display()));
-    other.push(format!("--passphrase-file={}", pass.display()));
+    other.push(format!("--recipient={recipient}"));
+    other.push(format!("--backup-identity={}", identity.display()));
     let out = atrest(&other);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use atrest_rotate::files::Milestone;
+use atrest_rotate::files::{BackupRecord, Milestone};
 use atrest_rotate::gates;
 use atrest_rotate::plan::ConfigStep;
 use serde::Serialize;
@@ -59,6 +59,9 @@ struct View {
     retire_blockers: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     blocked_because: Vec<String>,
+    /// The `rotate apply --backup` record, if one was taken or started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<BackupRecord>,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -180,6 +183,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         objects,
         retire_blockers,
         blocked_because: blocked,
+        backup: state.backup.clone(),
     };
     let code = ExitCode::from(match view.state {
         "finished" => crate::exit::SUCCESS,
@@ -248,6 +252,21 @@ fn render(v: &View, out: &mut dyn Write) -> std::io::Result<()> {
         }
     } else {
         writeln!(out, "retire gate: met (nothing under a retired key)")?;
+    }
+    match &v.backup {
+        Some(b) if b.verified => writeln!(
+            out,
+            "backup: {} verified offline with the retire config alone (etcd revision {}, {} objects)",
+            b.path,
+            b.revision.unwrap_or(0),
+            b.objects.unwrap_or(0)
+        )?,
+        Some(b) => writeln!(
+            out,
+            "backup: {} not verified (rerun `rotate apply … --backup` to take it again)",
+            b.path
+        )?,
+        None => {}
     }
     for b in &v.blocked_because {
         writeln!(out, "blocked: {}", escape_control(b))?;
