@@ -230,12 +230,7 @@ fn rotate_commands_stop_quietly_on_a_closed_pipe() {
 
     // Status in progress (exit 3), a finished apply rerun (no-op), status finished (exit 0).
     cp.plan(&["--provider=aesgcm"]);
-    let status = |extra: &[&str]| {
-        let mut a = s(&["rotate", "status", &endpoint]);
-        a.push(format!("--plan={}", cp.plan_dir().display()));
-        a.extend(s(extra));
-        with_apiservers(a)
-    };
+    let status = |extra: &[&str]| cp.status_args(&s(extra));
     check(&status(&[]), b"");
     let mut apply = cp.apply_args("30s");
     apply.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(0)])));

@@ -12,17 +12,7 @@ use atrest_core::{GroupResource, Transformers};
 use rotate_common::*;
 
 fn status(cp: &ControlPlane) -> std::process::Output {
-    let mut args = vec![
-        "rotate".to_string(),
-        "status".into(),
-        format!("--plan={}", cp.plan_dir().display()),
-        format!("--endpoints={}", cp.etcd.endpoint()),
-        "-o=json".into(),
-    ];
-    for u in cp.urls() {
-        args.push(format!("--apiserver={u}"));
-    }
-    atrest(&args)
+    atrest(&cp.status_args(&["-o=json".into()]))
 }
 
 #[test]
@@ -106,14 +96,7 @@ fn unreadable_values_block_retire_until_removed() {
     assert!(!cp.done().contains(&"verified".to_string()));
     let st = status(&cp);
     assert_eq!(st.status.code(), Some(1), "blocked: {}", stdout(&st));
-    let mut table = vec![
-        "rotate".to_string(),
-        "status".into(),
-        format!("--plan={}", cp.plan_dir().display()),
-        format!("--endpoints={}", cp.etcd.endpoint()),
-    ];
-    table.extend(cp.urls().iter().map(|u| format!("--apiserver={u}")));
-    let st = atrest(&table);
+    let st = atrest(&cp.status_args(&[]));
     assert_eq!(st.status.code(), Some(1));
     let text = stdout(&st);
     assert!(

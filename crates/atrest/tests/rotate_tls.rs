@@ -23,17 +23,8 @@ fn rotate_over_https_with_client_certificates_tokens_and_a_wrong_ca() {
     assert!(cp.urls().iter().all(|u| u.starts_with("https://")));
     cp.plan(&[]);
     let status = |extra: &[String]| {
-        let mut args = vec![
-            "rotate".to_string(),
-            "status".into(),
-            format!("--plan={}", cp.plan_dir().display()),
-            format!("--endpoints={}", cp.etcd.endpoint()),
-            "-o=json".into(),
-        ];
-        for u in cp.urls() {
-            args.push(format!("--apiserver={u}"));
-        }
-        args.extend(extra.iter().cloned());
+        let mut args = cp.status_args(extra);
+        args.push("-o=json".into());
         let out = atrest(&args);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("one JSON document: {}", stderr(&out)));

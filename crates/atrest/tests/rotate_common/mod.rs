@@ -130,6 +130,21 @@ impl ControlPlane {
         args
     }
 
+    /// `rotate status --plan DIR --endpoints … --apiserver …` plus `extra`.
+    pub fn status_args(&self, extra: &[String]) -> Vec<String> {
+        let mut args = vec![
+            "rotate".to_string(),
+            "status".into(),
+            format!("--plan={}", self.plan_dir().display()),
+            format!("--endpoints={}", self.etcd.endpoint()),
+        ];
+        for u in self.urls() {
+            args.push(format!("--apiserver={u}"));
+        }
+        args.extend(extra.iter().cloned());
+        args
+    }
+
     /// `rotate plan --config CURRENT --out DIR` plus `extra`; panics unless it succeeds.
     pub fn plan(&self, extra: &[&str]) -> Output {
         let mut args = vec![

@@ -536,23 +536,8 @@ fn render(summary: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
         )?,
         None => {}
     }
-    match &summary.backup {
-        Some(b) if b.verified => writeln!(
-            out,
-            "  backup {} ({} bytes, {}, to {}): verified offline, the {} objects at etcd revision {} decrypt with the retire config alone",
-            b.path,
-            b.bytes.unwrap_or(0),
-            b.sha256.as_deref().unwrap_or("-"),
-            b.recipients.join(", "),
-            b.objects.unwrap_or(0),
-            b.revision.unwrap_or(0)
-        )?,
-        Some(b) => writeln!(
-            out,
-            "  backup {}: not verified (the run stopped); rerun to take it again",
-            b.path
-        )?,
-        None => {}
+    if let Some(b) = &summary.backup {
+        writeln!(out, "  {}", backup::describe(b))?;
     }
     if let Some(b) = &summary.backups_needing_escrow {
         writeln!(out, "  {}", escape_control(b))?;

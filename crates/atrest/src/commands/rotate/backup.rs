@@ -111,6 +111,26 @@ impl BackupArgs {
     }
 }
 
+/// One line about a backup record, for `apply`'s summary and `status`.
+pub fn describe(b: &BackupRecord) -> String {
+    if b.verified {
+        format!(
+            "backup {} ({} bytes, {}, to {}): verified offline, the {} objects at etcd revision {} decrypt with the retire config alone",
+            b.path,
+            b.bytes.unwrap_or(0),
+            b.sha256.as_deref().unwrap_or("-"),
+            b.recipients.join(", "),
+            b.objects.unwrap_or(0),
+            b.revision.unwrap_or(0)
+        )
+    } else {
+        format!(
+            "backup {}: not verified (a run stopped or the verification failed); rerun `rotate apply … --backup` to take it again",
+            b.path
+        )
+    }
+}
+
 /// A decrypted snapshot in memory, zeroized when dropped.
 struct SecretBytes(Zeroizing<Vec<u8>>);
 

@@ -253,20 +253,8 @@ fn render(v: &View, out: &mut dyn Write) -> std::io::Result<()> {
     } else {
         writeln!(out, "retire gate: met (nothing under a retired key)")?;
     }
-    match &v.backup {
-        Some(b) if b.verified => writeln!(
-            out,
-            "backup: {} verified offline with the retire config alone (etcd revision {}, {} objects)",
-            b.path,
-            b.revision.unwrap_or(0),
-            b.objects.unwrap_or(0)
-        )?,
-        Some(b) => writeln!(
-            out,
-            "backup: {} not verified (rerun `rotate apply … --backup` to take it again)",
-            b.path
-        )?,
-        None => {}
+    if let Some(b) = &v.backup {
+        writeln!(out, "{}", super::backup::describe(b))?;
     }
     for b in &v.blocked_because {
         writeln!(out, "blocked: {}", escape_control(b))?;
