@@ -4,11 +4,8 @@
 
 mod rotate_common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use atrest_core::config::{load_bytes, LoadOptions};
-use atrest_core::{GroupResource, Transformers};
 use rotate_common::*;
 
 fn status(cp: &ControlPlane) -> std::process::Output {
@@ -55,21 +52,13 @@ fn unreadable_values_block_retire_until_removed() {
     let ghost = aescbc_config()
         .replace("key1", "ghost")
         .replace(KEY1, "Z2hvc3RnaG9zdGdob3N0Z2hvc3RnaG9zdGdob3N0MTI=");
-    let cfg = load_bytes(ghost.as_bytes(), "ghost.yaml", &LoadOptions::default()).unwrap();
-    let t = Transformers::build(&cfg, Arc::new(atrest_core::kms::NoKms)).unwrap();
-    let key = "/registry/secrets/app/ghost";
-    let stored = t
-        .for_resource(&GroupResource::new("", "secrets"))
-        .write(&secret_json("app", "ghost", "x"), key.as_bytes())
-        .unwrap();
+    let (key, stored) = stored_with(&ghost, "app", "ghost");
+    let key = key.as_str();
     let client = atrest_testkit::load::TestClient::connect(&cp.etcd);
     client.put(key, &stored);
     // One more whose etcd key carries a terminal escape: tables and errors show it escaped.
-    let evil = "/registry/secrets/app/evil\x1b]0;pwned\x07";
-    let stored_evil = t
-        .for_resource(&GroupResource::new("", "secrets"))
-        .write(&secret_json("app", "evil", "x"), evil.as_bytes())
-        .unwrap();
+    let (evil, stored_evil) = stored_with(&ghost, "app", "evil\x1b]0;pwned\x07");
+    let evil = evil.as_str();
     client.put(evil, &stored_evil);
 
     cp.plan(&["--provider=secretbox"]);
@@ -299,18 +288,8 @@ fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
 
     // A value only the retired key1 can read, written behind the apiservers' back: a backup of
     // etcd now would need the escrowed key, so it must not pass as verified.
-    let old = load_bytes(
-        aescbc_config().as_bytes(),
-        "current.yaml",
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let old = Transformers::build(&old, Arc::new(atrest_core::kms::NoKms)).unwrap();
-    let key = "/registry/secrets/app/behind-the-back";
-    let stored = old
-        .for_resource(&GroupResource::new("", "secrets"))
-        .write(&secret_json("app", "behind-the-back", "x"), key.as_bytes())
-        .unwrap();
+    let (key, stored) = stored_with(&aescbc_config(), "app", "behind-the-back");
+    let key = key.as_str();
     assert!(stored.starts_with(b"k8s:enc:aescbc:v1:key1:"));
     let client = atrest_testkit::load::TestClient::connect(&cp.etcd);
     client.put(key, &stored);

@@ -234,6 +234,20 @@ pub fn secret_json(ns: &str, name: &str, value: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The stored bytes of Secret `ns/name` written with `config` (YAML) — as an apiserver running it
+/// would write them, but straight to etcd, behind the stand-ins' back.
+pub fn stored_with(config: &str, ns: &str, name: &str) -> (String, Vec<u8>) {
+    use atrest_core::config::{load_bytes, LoadOptions};
+    let cfg = load_bytes(config.as_bytes(), "config.yaml", &LoadOptions::default()).unwrap();
+    let t = atrest_core::Transformers::build(&cfg, Arc::new(atrest_core::kms::NoKms)).unwrap();
+    let key = format!("/registry/secrets/{ns}/{name}");
+    let stored = t
+        .for_resource(&atrest_core::GroupResource::new("", "secrets"))
+        .write(&secret_json(ns, name, "x"), key.as_bytes())
+        .unwrap();
+    (key, stored)
+}
+
 /// PUTs `n` secrets `ns/s-<i>` through `url`.
 pub fn seed(url: &str, ns: &str, n: usize) {
     for i in 0..n {
