@@ -1,5 +1,5 @@
-//! The apiservers' `/metrics` over HTTPS with kubectl's credential flags: `rotate status` and
-//! `rotate apply` against stand-ins serving a test CA's certificate, authenticating client
+//! The apiservers' `/metrics` over HTTPS with kubectl's credential flags: `rotate status`,
+//! `rotate apply` and `rewrite --apiserver` against stand-ins serving a test CA's certificate, authenticating client
 //! certificates and a bearer token (401 otherwise), and what a wrong CA or missing credentials say.
 
 mod rotate_common;
@@ -57,6 +57,13 @@ fn rotate_over_https_with_client_certificates_tokens_and_a_wrong_ca() {
     assert_eq!(code, Some(3), "{v}");
     assert_eq!(v["apiservers"][1]["step"], "CURRENT", "{v}");
 
+    // No CA but --insecure-skip-tls-verify (and the token): answers too.
+    let (code, v) = status(&[
+        "--insecure-skip-tls-verify".into(),
+        format!("--token={TOKEN}"),
+    ]);
+    assert_eq!(code, Some(3), "{v}");
+
     // The right CA but no credentials: 401, blocked, saying which flags authenticate.
     let (code, v) = status(std::slice::from_ref(&ca));
     assert_eq!(code, Some(1), "{v}");
@@ -95,6 +102,24 @@ fn rotate_over_https_with_client_certificates_tokens_and_a_wrong_ca() {
     );
     assert!(err.contains("nothing was done"), "{err}");
     assert!(cp.installed_steps().is_empty());
+
+    // `rewrite --apiserver` (the guard) refuses the same way, writing nothing.
+    let mut rewrite = vec![
+        "rewrite".to_string(),
+        format!("--endpoints={}", cp.etcd.endpoint()),
+        format!("--config={}", cp.plan_dir().join("promote.yaml").display()),
+        format!("--checkpoint={}", cp.dir.path().join("cp.json").display()),
+        format!("--certificate-authority={}", tls.other_ca.display()),
+        format!("--token={TOKEN}"),
+    ];
+    rewrite.extend(cp.urls().iter().map(|u| format!("--apiserver={u}")));
+    let out = atrest(&rewrite);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&cp.urls()[1]) && err.contains("--certificate-authority"),
+        "{err}"
+    );
 
     // With the right CA and the token, apply drives one step: stage is installed and loaded.
     let mut args = cp.apply_args("20s");
