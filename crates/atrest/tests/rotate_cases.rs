@@ -398,6 +398,16 @@ fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
     assert_eq!(again["no_op"], true);
     assert_eq!(again["backup"]["sha256"], sha.as_str());
     assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    let mut as_text = with_backup.clone();
+    as_text.retain(|a| a != "-o=json");
+    let out = atrest(&as_text);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("backup {}", file.display())) && text.contains("verified offline"),
+        "{text}"
+    );
+    assert!(text.contains("escrow.yaml"), "{text}");
 
     // A run that died after FILE appeared but before it was verified: the next run replaces it.
     let state_path = cp.plan_dir().join("state.json");
