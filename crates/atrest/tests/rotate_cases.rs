@@ -422,6 +422,21 @@ fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
     assert_eq!(v["backup"]["verified"], true);
     assert_ne!(v["backup"]["sha256"], sha.as_str(), "taken again");
 
+    // Another --backup path takes a new backup; a passphrase backup is verified with the same flag.
+    let second = cp.dir.path().join("etcd-2.db.age");
+    let pass = cp.dir.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let mut by_passphrase = args.clone();
+    by_passphrase.push(format!("--backup={}", second.display()));
+    by_passphrase.push(format!("--passphrase-file={}", pass.display()));
+    by_passphrase.push("-o=json".into());
+    let out = atrest(&by_passphrase);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backup"]["verified"], true, "{v}");
+    assert_eq!(v["backup"]["recipients"][0], "passphrase");
+    assert_eq!(mode(&second), 0o600);
+
     // A file this rotation did not write is never overwritten.
     let foreign = cp.dir.path().join("someone-elses.age");
     std::fs::write(&foreign, b"keep me").unwrap();
