@@ -219,7 +219,7 @@ fn confirm(args: &ApplyArgs, pd: &PlanDir, state: &StateDoc) -> anyhow::Result<(
     }
     let next = state.next().map_or("finish", Milestone::name);
     eprint!(
-        "rotate {} entr{} of {} via `{}`; next: {next}. Proceed? [y/N] ",
+        "rotate {} entr{} of {} via `{}`; next: {next}{}. Proceed? [y/N] ",
         pd.plan.entries.len(),
         if pd.plan.entries.len() == 1 {
             "y"
@@ -227,7 +227,12 @@ fn confirm(args: &ApplyArgs, pd: &PlanDir, state: &StateDoc) -> anyhow::Result<(
             "ies"
         },
         pd.plan.current.path,
-        args.install
+        args.install,
+        args.backup
+            .backup
+            .as_ref()
+            .map(|f| format!("; at the end an encrypted backup to {}", f.display()))
+            .unwrap_or_default()
     );
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
