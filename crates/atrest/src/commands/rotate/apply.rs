@@ -184,8 +184,9 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                     let revision = rt
                         .block_on(atrest_store::etcd::scan::current_revision(&conn))
                         .context("reading etcd's revision to compact")?;
-                    let mut client = conn.client.clone();
-                    rt.block_on(client.compact(revision, None))
+                    // Physical: the old revisions are gone from the backend (and from a
+                    // `--backup` taken next) when this returns, not merely scheduled for removal.
+                    rt.block_on(atrest_store::etcd::space::compact(&conn, revision))
                         .with_context(|| format!("compacting etcd at revision {revision}"))?;
                     state.compacted_revision = Some(revision);
                 }
