@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use rotate_common::*;
 
+fn state_json(cp: &ControlPlane) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(cp.plan_dir().join("state.json")).unwrap()).unwrap()
+}
+
 fn status(cp: &ControlPlane) -> std::process::Output {
     atrest(&cp.status_args(&["-o=json".into()]))
 }
@@ -116,6 +120,19 @@ fn sigkill_after_every_milestone_then_rerun_after_completion() {
     let mut args = cp.apply_args("60s");
     args.push("--compact".into());
     args.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(1)])));
+    // The kill right after `finished` lands just before or in the backup (recorded, streaming,
+    // verifying).
+    let identity = cp.dir.path().join("backup-identity.txt");
+    let keygen = atrest(&[
+        "backup".into(),
+        "keygen".into(),
+        format!("--output={}", identity.display()),
+    ]);
+    assert_eq!(keygen.status.code(), Some(0), "{}", stderr(&keygen));
+    let backup = cp.dir.path().join("etcd.db.age");
+    args.push(format!("--backup={}", backup.display()));
+    args.push(format!("--recipient={}", stdout(&keygen).trim()));
+    args.push(format!("--backup-identity={}", identity.display()));
     let mut kills = 0;
     loop {
         let before = cp.done().len();
@@ -154,12 +171,22 @@ fn sigkill_after_every_milestone_then_rerun_after_completion() {
     for (k, v) in cp.stored_secrets() {
         assert!(v.starts_with(b"k8s:enc:aescbc:v1:key-"), "{k}");
     }
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cp.plan_dir().join("state.json")).unwrap()).unwrap();
+    let state = state_json(&cp);
     assert!(
         state["compacted_revision"].as_i64().unwrap() > state["rewrite_revision"].as_i64().unwrap()
     );
     assert_eq!(mode(&cp.plan_dir().join("state.json")), 0o600);
+
+    // Whatever the kill interrupted, a FILE is there only as a verified backup or as one the next
+    // run replaces; the next run ends with a verified backup.
+    let backup_state = || state_json(&cp)["backup"].clone();
+    if backup.exists() && backup_state()["verified"] != true {
+        assert_eq!(backup_state()["path"], backup.display().to_string());
+    }
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(backup_state()["verified"], true, "{}", stderr(&out));
+    assert_eq!(mode(&backup), 0o600);
 
     // A finished rotation reruns as a no-op.
     let installs = cp.installed_steps().len();
