@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 use super::session::PlanDir;
 use crate::commands::backup::{identities_for, recipients, RecipientArgs};
 use crate::commands::etcd_args::EtcdArgs;
+use crate::commands::snapshot::Progress;
 use crate::commands::terminal_text::escape_control;
 
 /// `--backup FILE` and the `backup` command's recipient flags.
@@ -129,6 +130,14 @@ pub fn describe(b: &BackupRecord) -> String {
             b.path
         )
     }
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes (`None` where there is none).
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// A decrypted snapshot in memory, zeroized when dropped.
@@ -237,15 +246,33 @@ fn verify(
 ) -> anyhow::Result<Checked> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if let Some(available) = mem_available() {
+        if len > available {
+            bail!(
+                "verifying {} needs {len} bytes of memory for the decrypted snapshot, but only {available} are available (MemAvailable): run `rotate apply … --backup` on a machine with more memory",
+                path.display()
+            );
+        }
+    }
     // Reserved up front: a growing Vec would leave unzeroized copies of the plaintext behind.
-    let mut plain = Zeroizing::new(Vec::with_capacity(usize::try_from(len).unwrap_or(0)));
-    atrest_backup::decrypt(
+    let mut plain = Zeroizing::new(Vec::new());
+    plain
+        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "verifying {}: cannot allocate {len} bytes for the decrypted snapshot",
+                path.display()
+            )
+        })?;
+    let mut bar = Progress::bytes("verifying backup", len);
+    let decrypted = atrest_backup::decrypt(
         identities,
         &mut BufReader::with_capacity(1 << 20, file),
         &mut *plain,
-        &mut |_| {},
-    )
-    .with_context(|| format!("decrypting {} to verify it", path.display()))?;
+        &mut |done| bar.update(done, len.max(done)),
+    );
+    bar.finish();
+    decrypted.with_context(|| format!("decrypting {} to verify it", path.display()))?;
     let plain_len = plain.len() as u64;
     let name = path.display().to_string();
     let snap = Snapshot::from_source(
@@ -272,12 +299,15 @@ fn verify(
             list: false,
         },
     );
-    for kv in snap.latest(&index) {
+    let mut bar = Progress::count("decrypting objects", index.len() as u64);
+    for (n, kv) in snap.latest(&index).enumerate() {
         let kv = kv.with_context(|| format!("reading the snapshot inside {name}"))?;
         builder
             .add(&kv.key, &kv.value)
             .map_err(|o| crate::commands::common::kms_outage(&o, "the backup was not verified"))?;
+        bar.update(n as u64 + 1, index.len() as u64);
     }
+    bar.finish();
     let retired: Vec<&KeyLabel> = pd.plan.entries.iter().flat_map(|e| &e.retired).collect();
     let mut history = 0u64;
     for entry in snap.revisions() {
