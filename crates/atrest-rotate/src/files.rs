@@ -118,6 +118,35 @@ impl Milestone {
     }
 }
 
+/// `rotate apply --backup FILE`: the encrypted snapshot taken after retire. Recorded (unverified)
+/// before the snapshot starts, so that a rerun after a crash knows FILE is its own to replace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Absolute path of FILE.
+    pub path: String,
+    /// Every object of the snapshot decrypted with the retire config alone. Until then FILE (if
+    /// present) is not a valid backup of this rotation and the next run takes it again.
+    pub verified: bool,
+    /// `sha256:<hex>` of FILE's (encrypted) bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The newest etcd revision in the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Objects (newest value of each key) checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<u64>,
+    /// Older revisions in the snapshot whose stored prefix names a retired key (history etcd had
+    /// not compacted): reading those needs the escrow file.
+    #[serde(default)]
+    pub history_under_retired_keys: u64,
+    /// Who can decrypt FILE (`age1…`, `passphrase`, `kms unix://…`).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
 /// `state.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateDoc {
@@ -134,7 +163,7 @@ pub struct StateDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compacted_revision: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<String>,
+    pub backup: Option<BackupRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_unix: Option<u64>,
 }

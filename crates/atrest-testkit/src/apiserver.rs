@@ -1,5 +1,7 @@
 //! An apiserver stand-in for rotation tests: what kube-apiserver does for encryption at rest, over
-//! plain HTTP on a loopback port, against a real etcd.
+//! plain HTTP on a loopback port — or HTTPS ([`TlsServing`]: a server certificate, and client
+//! certificates signed by a CA and/or a bearer token as kube-apiserver's authenticators; an
+//! unauthenticated request gets 401) — against a real etcd.
 //!
 //! * It loads **its own copy** of the EncryptionConfiguration with atrest-core (kube-apiserver's
 //!   rules), at start, on `POST /reload`, and — like `--encryption-provider-config-automatic-reload`
@@ -31,8 +33,8 @@ use atrest_core::config::{content_hash, load_file, LoadOptions};
 use atrest_core::kms::{KmsConnector, NoKms};
 use atrest_core::{GroupResource, Transformers};
 use etcd_client::{Client, GetOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// How to run a stand-in.
 pub struct ApiserverOptions {
@@ -48,6 +50,64 @@ pub struct ApiserverOptions {
     pub load: LoadOptions,
     /// How KMS providers are reached.
     pub kms: Arc<dyn KmsConnector>,
+    /// Serve HTTPS instead of plain HTTP.
+    pub tls: Option<TlsServing>,
+}
+
+/// HTTPS for a stand-in (PEM files, e.g. from [`crate::TlsFiles`]).
+#[derive(Clone)]
+pub struct TlsServing {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Authenticate clients presenting a certificate signed by this CA (`--client-ca-file`).
+    pub client_ca: Option<PathBuf>,
+    /// Authenticate `Authorization: Bearer <token>` (a static token).
+    pub token: Option<String>,
+}
+
+impl TlsServing {
+    /// Whether a request must authenticate (any authenticator configured).
+    fn requires_auth(&self) -> bool {
+        self.client_ca.is_some() || self.token.is_some()
+    }
+
+    fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, String> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls::{self, server::WebPkiClientVerifier, RootCertStore};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|i| i.collect())
+            .map_err(|e| format!("{}: {e}", self.cert.display()))?;
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| format!("{}: {e}", self.key.display()))?;
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = match &self.client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+                    roots
+                        .add(c.map_err(|e| e.to_string())?)
+                        .map_err(|e| e.to_string())?;
+                }
+                // Optional, as kube-apiserver's: a request without a certificate may still
+                // authenticate with a token.
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .allow_unauthenticated()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| e.to_string())?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 impl ApiserverOptions {
@@ -60,6 +120,7 @@ impl ApiserverOptions {
             reload_interval: Some(Duration::from_millis(200)),
             load: LoadOptions::default(),
             kms: Arc::new(NoKms),
+            tls: None,
         }
     }
 }
@@ -114,7 +175,12 @@ impl ApiserverStandIn {
         let std_listener =
             std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         std_listener.set_nonblocking(true).expect("nonblocking");
-        let url = format!("http://{}", std_listener.local_addr().expect("addr"));
+        let scheme = if shared.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", std_listener.local_addr().expect("addr"));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let s = Arc::clone(&shared);
@@ -138,7 +204,7 @@ impl ApiserverStandIn {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with [`TlsServing`]).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -242,6 +308,14 @@ async fn serve(
         let _ = ready.send(Err(format!("lease: {e}")));
         return;
     }
+    let acceptor = match shared.opts.tls.as_ref().map(TlsServing::acceptor) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            let _ = ready.send(Err(format!("TLS: {e}")));
+            return;
+        }
+    };
     let _ = ready.send(Ok(()));
     let mut ticker = tokio::time::interval(
         shared
@@ -257,7 +331,19 @@ async fn serve(
                 if let Ok((stream, _)) = accepted {
                     let s = Arc::clone(&shared);
                     let c = client.clone();
-                    tokio::spawn(async move { let _ = handle(s, c, stream).await; });
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        match acceptor {
+                            None => { let _ = handle(s, c, stream, false).await; }
+                            Some(a) => {
+                                // A failed handshake (untrusted CA on the client side) just closes.
+                                if let Ok(tls) = a.accept(stream).await {
+                                    let has_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                                    let _ = handle(s, c, tls, has_cert).await;
+                                }
+                            }
+                        }
+                    });
                 }
             }
         }
@@ -288,10 +374,12 @@ fn reload(shared: &Shared) -> Result<String, String> {
 struct Request {
     method: String,
     path: String,
+    /// The `Authorization` header.
+    authorization: Option<String>,
     body: Vec<u8>,
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<Request> {
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let header_end = loop {
@@ -312,11 +400,20 @@ async fn read_request(stream: &mut TcpStream) -> Option<Request> {
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_string();
     let path = first.next()?.to_string();
-    let length: usize = lines
+    let headers: Vec<(&str, &str)> = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse().ok())
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.to_string())
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let authorization = header("authorization");
     let mut body = buf[header_end..].to_vec();
     while body.len() < length {
         let n = stream.read(&mut chunk).await.ok()?;
@@ -326,13 +423,24 @@ async fn read_request(stream: &mut TcpStream) -> Option<Request> {
         body.extend_from_slice(&chunk[..n]);
     }
     body.truncate(length);
-    Some(Request { method, path, body })
+    Some(Request {
+        method,
+        path,
+        authorization,
+        body,
+    })
 }
 
-async fn respond(stream: &mut TcpStream, code: u16, content_type: &str, body: &[u8]) {
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    code: u16,
+    content_type: &str,
+    body: &[u8],
+) {
     let reason = match code {
         200 => "OK",
         201 => "Created",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         _ => "Internal Server Error",
@@ -356,8 +464,24 @@ fn status(code: u16, reason: &str, message: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn handle(shared: Arc<Shared>, mut client: Client, mut stream: TcpStream) -> Option<()> {
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut client: Client,
+    mut stream: S,
+    client_cert: bool,
+) -> Option<()> {
     let req = read_request(&mut stream).await?;
+    if let Some(tls) = shared.opts.tls.as_ref().filter(|t| t.requires_auth()) {
+        let token_ok = match (&tls.token, &req.authorization) {
+            (Some(want), Some(got)) => got.strip_prefix("Bearer ") == Some(want.as_str()),
+            _ => false,
+        };
+        if !(token_ok || (client_cert && tls.client_ca.is_some())) {
+            let body = status(401, "Unauthorized", "Unauthorized");
+            respond(&mut stream, 401, "application/json", &body).await;
+            return Some(());
+        }
+    }
     let path = req.path.split('?').next().unwrap_or("").to_string();
     let secrets = GroupResource::new("", "secrets");
     let prefix = shared.opts.etcd_prefix.trim_end_matches('/').to_string();
@@ -539,8 +663,8 @@ async fn kms_status_lines(shared: &Arc<Shared>, id_hash: &str) -> String {
 }
 
 /// A list decrypts every item; one unreadable item fails the whole list (kube-apiserver's behaviour).
-async fn list(
-    stream: &mut TcpStream,
+async fn list<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     client: &mut Client,
     t: &atrest_core::ResourceTransformer,
     prefix: &str,

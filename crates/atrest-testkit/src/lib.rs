@@ -22,7 +22,7 @@ pub mod openbao;
 pub mod sample;
 pub mod tls;
 
-pub use apiserver::{http, ApiserverOptions, ApiserverStandIn};
+pub use apiserver::{http, ApiserverOptions, ApiserverStandIn, TlsServing};
 pub use etcd::{find_etcd, EtcdCluster, EtcdMember, EtcdServer};
 pub use hostile_kms::{HostileKms, Misbehaviour};
 pub use kms_plugin::KmsPlugin;

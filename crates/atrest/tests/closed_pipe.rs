@@ -4,6 +4,7 @@
 //! `snapshot export` does not print one error per remaining object.
 
 mod etcd_common;
+mod rotate_common;
 mod snapshot_common;
 
 use std::os::fd::OwnedFd;
@@ -55,8 +56,15 @@ enum Closed {
 }
 
 fn check(args: &[String], stdin: &[u8]) {
+    check_each(&|_| args.to_vec(), stdin)
+}
+
+/// [`check`] for a command that cannot run twice with the same arguments (`rotate plan --out`):
+/// `make(n)` gives the arguments of the n-th of the three runs.
+fn check_each(make: &dyn Fn(usize) -> Vec<String>, stdin: &[u8]) {
+    let args = make(0);
     let what = args.join(" ");
-    let normal = run(args, stdin, Closed::Nothing);
+    let normal = run(&args, stdin, Closed::Nothing);
     let want = code(&normal);
     assert!(
         [0, 3, 4].contains(&want),
@@ -65,7 +73,7 @@ fn check(args: &[String], stdin: &[u8]) {
     );
     assert!(!normal.stdout.is_empty(), "{what} printed nothing");
 
-    let out = run(args, stdin, Closed::Stdout);
+    let out = run(&make(1), stdin, Closed::Stdout);
     assert_eq!(code(&out), want, "{what} | head: {}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -79,7 +87,7 @@ fn check(args: &[String], stdin: &[u8]) {
         "{what} | head: {err}"
     );
 
-    let out = run(args, stdin, Closed::Both);
+    let out = run(&make(2), stdin, Closed::Both);
     assert_eq!(code(&out), want, "{what} 2>&1 | head");
 }
 
@@ -170,4 +178,66 @@ fn reporting_commands_stop_quietly_on_a_closed_pipe() {
     );
     check(&s(&["snapshot", "export", snap, &cfg]), b"");
     check(&s(&["snapshot", "export", snap, &cfg, "-o", "json"]), b"");
+}
+
+#[test]
+fn rotate_commands_stop_quietly_on_a_closed_pipe() {
+    let plugin = KmsPlugin::start(Path::new(env!("CARGO_BIN_EXE_atrest")), &[]);
+    let current = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources: [secrets]\n    providers:\n      - kms:\n          apiVersion: v2\n          name: atrest\n          endpoint: {}\n      - identity: {{}}\n",
+        plugin.endpoint
+    );
+    let cp = rotate_common::ControlPlane::start_with(2, &current, |o| {
+        o.kms = std::sync::Arc::new(atrest_kms::client::GrpcKms::new())
+    });
+    rotate_common::seed(&cp.urls()[0], "app", 5);
+    let endpoint = format!("--endpoints={}", cp.etcd.endpoint());
+    let apiservers: Vec<String> = cp
+        .urls()
+        .iter()
+        .map(|u| format!("--apiserver={u}"))
+        .collect();
+    let with_apiservers = |mut args: Vec<String>| {
+        args.extend(apiservers.iter().cloned());
+        args
+    };
+
+    // KEK rotation with nothing to rotate: every apiserver already uses the plugin's key ID.
+    for extra in [&[][..], &["-o", "json"]] {
+        let mut a = s(&["rotate", "kek", "--provider=atrest", &endpoint]);
+        a.push(format!("--config={}", cp.current.display()));
+        a.extend(s(extra));
+        check(&with_apiservers(a), b"");
+    }
+
+    // A plan per run (a plan directory is never reused).
+    let plans = tempfile::tempdir().unwrap();
+    for (i, extra) in [&[][..], &["-o", "yaml"]].into_iter().enumerate() {
+        check_each(
+            &|n| {
+                let mut a = s(&["rotate", "plan", "--provider=aesgcm"]);
+                a.push(format!("--config={}", cp.current.display()));
+                a.push(format!(
+                    "--out={}",
+                    plans.path().join(format!("p{i}-{n}")).display()
+                ));
+                a.extend(s(extra));
+                a
+            },
+            b"",
+        );
+    }
+
+    // Status in progress (exit 3), a finished apply rerun (no-op), status finished (exit 0).
+    cp.plan(&["--provider=aesgcm"]);
+    let status = |extra: &[&str]| cp.status_args(&s(extra));
+    check(&status(&[]), b"");
+    let mut apply = cp.apply_args("30s");
+    apply.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(0)])));
+    let out = rotate_common::atrest(&apply);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    check(&apply, b"");
+    apply.push("-o=json".into());
+    check(&apply, b"");
+    check(&status(&["-o", "json"]), b"");
 }

@@ -4,25 +4,16 @@
 
 mod rotate_common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use atrest_core::config::{load_bytes, LoadOptions};
-use atrest_core::{GroupResource, Transformers};
 use rotate_common::*;
 
+fn state_json(cp: &ControlPlane) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(cp.plan_dir().join("state.json")).unwrap()).unwrap()
+}
+
 fn status(cp: &ControlPlane) -> std::process::Output {
-    let mut args = vec![
-        "rotate".to_string(),
-        "status".into(),
-        format!("--plan={}", cp.plan_dir().display()),
-        format!("--endpoints={}", cp.etcd.endpoint()),
-        "-o=json".into(),
-    ];
-    for u in cp.urls() {
-        args.push(format!("--apiserver={u}"));
-    }
-    atrest(&args)
+    atrest(&cp.status_args(&["-o=json".into()]))
 }
 
 #[test]
@@ -65,15 +56,14 @@ fn unreadable_values_block_retire_until_removed() {
     let ghost = aescbc_config()
         .replace("key1", "ghost")
         .replace(KEY1, "Z2hvc3RnaG9zdGdob3N0Z2hvc3RnaG9zdGdob3N0MTI=");
-    let cfg = load_bytes(ghost.as_bytes(), "ghost.yaml", &LoadOptions::default()).unwrap();
-    let t = Transformers::build(&cfg, Arc::new(atrest_core::kms::NoKms)).unwrap();
-    let key = "/registry/secrets/app/ghost";
-    let stored = t
-        .for_resource(&GroupResource::new("", "secrets"))
-        .write(&secret_json("app", "ghost", "x"), key.as_bytes())
-        .unwrap();
+    let (key, stored) = stored_with(&ghost, "app", "ghost");
+    let key = key.as_str();
     let client = atrest_testkit::load::TestClient::connect(&cp.etcd);
     client.put(key, &stored);
+    // One more whose etcd key carries a terminal escape: tables and errors show it escaped.
+    let (evil, stored_evil) = stored_with(&ghost, "app", "evil\x1b]0;pwned\x07");
+    let evil = evil.as_str();
+    client.put(evil, &stored_evil);
 
     cp.plan(&["--provider=secretbox"]);
     let mut args = cp.apply_args("30s");
@@ -83,10 +73,14 @@ fn unreadable_values_block_retire_until_removed() {
     let err = stderr(&out);
     assert!(err.contains("retire blocked"), "{err}");
     assert!(
-        err.contains("1 secrets under aescbc ghost"),
+        err.contains("2 secrets under aescbc ghost"),
         "grouped by stored key: {err}"
     );
     assert!(err.contains(key), "{err}");
+    assert!(
+        !err.contains('\x1b') && err.contains("evil\\x1b]0;pwned\\x07"),
+        "escaped: {err}"
+    );
     assert_eq!(
         cp.installed_steps(),
         ["stage", "promote"],
@@ -95,11 +89,19 @@ fn unreadable_values_block_retire_until_removed() {
     assert!(!cp.done().contains(&"verified".to_string()));
     let st = status(&cp);
     assert_eq!(st.status.code(), Some(1), "blocked: {}", stdout(&st));
+    let st = atrest(&cp.status_args(&[]));
+    assert_eq!(st.status.code(), Some(1));
+    let text = stdout(&st);
+    assert!(
+        !text.contains('\x1b') && text.contains("evil\\x1b]0;pwned\\x07"),
+        "escaped: {text}"
+    );
 
-    // Once the object is gone the same command finishes.
+    // Once the objects are gone the same command finishes.
     client.block_on(async {
         let mut c = client.client();
         c.delete(key, None).await.unwrap();
+        c.delete(evil, None).await.unwrap();
     });
     let out = atrest(&args);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -118,6 +120,19 @@ fn sigkill_after_every_milestone_then_rerun_after_completion() {
     let mut args = cp.apply_args("60s");
     args.push("--compact".into());
     args.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(1)])));
+    // The kill right after `finished` lands just before or in the backup (recorded, streaming,
+    // verifying).
+    let identity = cp.dir.path().join("backup-identity.txt");
+    let keygen = atrest(&[
+        "backup".into(),
+        "keygen".into(),
+        format!("--output={}", identity.display()),
+    ]);
+    assert_eq!(keygen.status.code(), Some(0), "{}", stderr(&keygen));
+    let backup = cp.dir.path().join("etcd.db.age");
+    args.push(format!("--backup={}", backup.display()));
+    args.push(format!("--recipient={}", stdout(&keygen).trim()));
+    args.push(format!("--backup-identity={}", identity.display()));
     let mut kills = 0;
     loop {
         let before = cp.done().len();
@@ -156,12 +171,22 @@ fn sigkill_after_every_milestone_then_rerun_after_completion() {
     for (k, v) in cp.stored_secrets() {
         assert!(v.starts_with(b"k8s:enc:aescbc:v1:key-"), "{k}");
     }
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(cp.plan_dir().join("state.json")).unwrap()).unwrap();
+    let state = state_json(&cp);
     assert!(
         state["compacted_revision"].as_i64().unwrap() > state["rewrite_revision"].as_i64().unwrap()
     );
     assert_eq!(mode(&cp.plan_dir().join("state.json")), 0o600);
+
+    // Whatever the kill interrupted, a FILE is there only as a verified backup or as one the next
+    // run replaces; the next run ends with a verified backup.
+    let backup_state = || state_json(&cp)["backup"].clone();
+    if backup.exists() && backup_state()["verified"] != true {
+        assert_eq!(backup_state()["path"], backup.display().to_string());
+    }
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(backup_state()["verified"], true, "{}", stderr(&out));
+    assert_eq!(mode(&backup), 0o600);
 
     // A finished rotation reruns as a no-op.
     let installs = cp.installed_steps().len();
@@ -276,4 +301,182 @@ fn guards_in_rewrite_config_check_and_status() {
     for (k, v) in cp.stored_secrets() {
         assert!(v.starts_with(b"k8s:enc:aesgcm:v1:key-"), "{k}");
     }
+}
+
+#[test]
+fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
+    let cp = ControlPlane::start(2, &aescbc_config());
+    seed(&cp.urls()[0], "app", 10);
+    cp.plan(&["--provider=aesgcm"]);
+    let mut args = cp.apply_args("30s");
+    args.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(0)])));
+    let out = atrest(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // A value only the retired key1 can read, written behind the apiservers' back: a backup of
+    // etcd now would need the escrowed key, so it must not pass as verified.
+    let (key, stored) = stored_with(&aescbc_config(), "app", "behind-the-back");
+    let key = key.as_str();
+    assert!(stored.starts_with(b"k8s:enc:aescbc:v1:key1:"));
+    let client = atrest_testkit::load::TestClient::connect(&cp.etcd);
+    client.put(key, &stored);
+
+    let file = cp.dir.path().join("etcd.db.age");
+    // An age X25519 recipient (scrypt passphrases would cost seconds per run).
+    let identity = cp.dir.path().join("backup-identity.txt");
+    let out = atrest(&[
+        "backup".into(),
+        "keygen".into(),
+        format!("--output={}", identity.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recipient = stdout(&out).trim().to_string();
+    let mut with_backup = args.clone();
+    with_backup.push(format!("--backup={}", file.display()));
+    with_backup.push(format!("--recipient={recipient}"));
+    // Without a way to open it, the backup could not be verified: refused before anything.
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--backup-identity"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!file.exists());
+    with_backup.push(format!("--backup-identity={}", identity.display()));
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("backup verification failed"), "{err}");
+    assert!(err.contains(key), "names the key: {err}");
+    assert!(!file.exists(), "an unverified backup is not left behind");
+    let entries: Vec<_> = std::fs::read_dir(cp.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries.iter().any(|n| n.contains("atrest-backup")),
+        "no temp file: {entries:?}"
+    );
+
+    // Without that value the backup verifies.
+    client.block_on(async {
+        let mut c = client.client();
+        c.delete(key, None).await.unwrap();
+    });
+    with_backup.push("-o=json".into());
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["no_op"], false);
+    assert_eq!(v["backup"]["verified"], true, "{v}");
+    assert_eq!(v["backup"]["path"], file.display().to_string());
+    assert!(v["backup"]["objects"].as_u64().unwrap() >= 10, "{v}");
+    assert_eq!(v["backup"]["recipients"][0], recipient.as_str());
+    // Not compacted: the seeded objects' key1 revisions (and the deleted value) are history.
+    assert!(
+        v["backup"]["history_under_retired_keys"].as_u64().unwrap() >= 11,
+        "{v}"
+    );
+    assert!(
+        v["backups_needing_escrow"]
+            .as_str()
+            .unwrap()
+            .contains("needs them only for"),
+        "{v}"
+    );
+    assert_eq!(mode(&file), 0o600);
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "encrypted");
+    assert!(
+        !bytes.windows(17).any(|w| w == b"/registry/secrets"),
+        "no etcd key in clear"
+    );
+    let sha = v["backup"]["sha256"].as_str().unwrap().to_string();
+    assert_eq!(sha, atrest_core::config::content_hash(&bytes));
+    let st = status(&cp);
+    assert_eq!(st.status.code(), Some(0), "{}", stdout(&st));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["backup"]["sha256"], sha.as_str(), "{st}");
+
+    // Independently: the file decrypts, and the snapshot inside reads with retire.yaml alone.
+    let plain = cp.dir.path().join("plain.db");
+    let out = atrest(&[
+        "backup".into(),
+        "decrypt".into(),
+        format!("--identity={}", identity.display()),
+        format!("--input={}", file.display()),
+        format!("--output={}", plain.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = atrest(&[
+        "snapshot".into(),
+        "status".into(),
+        plain.display().to_string(),
+        format!("--config={}", cp.plan_dir().join("retire.yaml").display()),
+        "--verify".into(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    // A rerun after a verified backup is a no-op: FILE is untouched.
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["no_op"], true);
+    assert_eq!(again["backup"]["sha256"], sha.as_str());
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    let mut as_text = with_backup.clone();
+    as_text.retain(|a| a != "-o=json");
+    let out = atrest(&as_text);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("backup {}", file.display())) && text.contains("verified offline"),
+        "{text}"
+    );
+    assert!(text.contains("escrow.yaml"), "{text}");
+
+    // A run that died after FILE appeared but before it was verified: the next run replaces it.
+    let state_path = cp.plan_dir().join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["backup"]["verified"] = false.into();
+    std::fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let out = atrest(&with_backup);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("never verified"), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backup"]["verified"], true);
+    assert_ne!(v["backup"]["sha256"], sha.as_str(), "taken again");
+
+    // Another --backup path takes a new backup; a passphrase backup is verified with the same flag.
+    let second = cp.dir.path().join("etcd-2.db.age");
+    let pass = cp.dir.path().join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let mut by_passphrase = args.clone();
+    by_passphrase.push(format!("--backup={}", second.display()));
+    by_passphrase.push(format!("--passphrase-file={}", pass.display()));
+    by_passphrase.push("-o=json".into());
+    let out = atrest(&by_passphrase);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backup"]["verified"], true, "{v}");
+    assert_eq!(v["backup"]["recipients"][0], "passphrase");
+    assert_eq!(mode(&second), 0o600);
+
+    // A file this rotation did not write is never overwritten.
+    let foreign = cp.dir.path().join("someone-elses.age");
+    std::fs::write(&foreign, b"keep me").unwrap();
+    let mut other = args.clone();
+    other.push(format!("--backup={}", foreign.display()));
+    other.push(format!("--recipient={recipient}"));
+    other.push(format!("--backup-identity={}", identity.display()));
+    let out = atrest(&other);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("never overwritten"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"keep me");
 }

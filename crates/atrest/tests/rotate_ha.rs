@@ -2,7 +2,8 @@
 //! every config 70 s after node A, `rotate apply` is SIGKILLed once (while waiting for B to load
 //! promote) and rerun; it exits 0 with every object under the new key, the old key gone from both
 //! configs, both apiservers reporting the final config, and no client read or write through either
-//! apiserver failing meanwhile. Takes about four minutes (three 70 s waits).
+//! apiserver failing meanwhile; it then compacts etcd and ends with an encrypted backup verified
+//! with the retire config alone. Takes about four minutes (three 70 s waits).
 
 mod rotate_common;
 
@@ -29,6 +30,19 @@ fn aescbc_to_aesgcm_with_a_node_70s_late_and_a_sigkill() {
         "--install={}",
         cp.install_cmd(&[Some(0), Some(70)])
     ));
+    // Ending with compaction and an encrypted backup that needs no escrowed key.
+    let identity = cp.dir.path().join("backup-identity.txt");
+    let keygen = atrest(&[
+        "backup".into(),
+        "keygen".into(),
+        format!("--output={}", identity.display()),
+    ]);
+    assert_eq!(keygen.status.code(), Some(0), "{}", stderr(&keygen));
+    let backup = cp.dir.path().join("after-rotation.db.age");
+    args.push("--compact".into());
+    args.push(format!("--backup={}", backup.display()));
+    args.push(format!("--recipient={}", stdout(&keygen).trim()));
+    args.push(format!("--backup-identity={}", identity.display()));
 
     // First run: killed once promote is installed (A has it, B gets it 70 s later).
     let mut first = spawn(&args);
@@ -73,6 +87,13 @@ fn aescbc_to_aesgcm_with_a_node_70s_late_and_a_sigkill() {
         serde_json::from_slice(&second.stdout).expect("one JSON document");
     assert_eq!(summary["finished"], true);
     assert_eq!(summary["retired_keys"][0], "aescbc key1");
+    assert_eq!(summary["backup"]["verified"], true, "{summary}");
+    assert_eq!(
+        summary["backup"]["history_under_retired_keys"], 0,
+        "compacted first: {summary}"
+    );
+    assert!(summary["backup"]["objects"].as_u64().unwrap() >= 100);
+    assert_eq!(mode(&backup), 0o600);
     assert_eq!(
         cp.installed_steps(),
         ["stage", "promote", "retire"],

@@ -146,6 +146,17 @@ impl Snapshot {
         Self::open_source(Box::new(bytes), len, Path::new(name), opts, |_, _| {})
     }
 
+    /// Reads a snapshot of `len` bytes from any [`bbolt::Source`] (e.g. a decrypted backup held in
+    /// a buffer that is zeroized when dropped); `name` is used in messages.
+    pub fn from_source(
+        source: Box<dyn bbolt::Source>,
+        len: u64,
+        name: &str,
+        opts: OpenOptions,
+    ) -> Result<Snapshot> {
+        Self::open_source(source, len, Path::new(name), opts, |_, _| {})
+    }
+
     fn open_source(
         file: Box<dyn bbolt::Source>,
         file_size: u64,

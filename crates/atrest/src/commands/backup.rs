@@ -255,6 +255,40 @@ pub(crate) fn recipients(args: &RecipientArgs) -> anyhow::Result<(Vec<Recipient>
     Ok((recipients, described))
 }
 
+impl RecipientArgs {
+    /// Whether any recipient flag was given.
+    pub(crate) fn given(&self) -> bool {
+        !self.recipient.is_empty()
+            || !self.recipients_file.is_empty()
+            || self.passphrase.passphrase
+            || self.passphrase.passphrase_file.is_some()
+            || self.kms.kms_endpoint.is_some()
+    }
+}
+
+/// What can open a backup just encrypted to `recipients` (from `args`) without asking again: the
+/// passphrase, the KMS plugin, and the identity files given (age X25519 recipients have no other
+/// way back). Empty when none can.
+pub(crate) fn identities_for(
+    args: &RecipientArgs,
+    recipients: &[Recipient],
+    identity_files: &[PathBuf],
+) -> anyhow::Result<Vec<Identity>> {
+    let mut identities = Vec::new();
+    for path in identity_files {
+        identities.push(Identity::File(keys::read_identity_file(path)?));
+    }
+    for r in recipients {
+        if let Recipient::Passphrase(p) = r {
+            identities.push(Identity::Passphrase(p.clone()));
+        }
+    }
+    if let Some(service) = kms_service(&args.kms)? {
+        identities.push(Identity::Kms(KmsIdentity::new(service)));
+    }
+    Ok(identities)
+}
+
 fn encrypt(args: EncryptArgs) -> anyhow::Result<ExitCode> {
     let (recipients, described) = recipients(&args.to)?;
     if args.io.output.is_none() && io::stdout().is_terminal() {

@@ -5,8 +5,8 @@
 //! `etcdctl snapshot save /dev/stdout | …` cannot do this: etcdctl writes a temporary file and
 //! renames it over the path.
 
-use std::io::{self, Read};
-use std::path::PathBuf;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use atrest_store::etcd::maintenance::{self, SnapshotSummary};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::backup::{recipients, RecipientArgs};
@@ -76,8 +77,44 @@ impl Read for StreamReader {
 
 pub fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
     let (recipients, described) = recipients(&args.to)?;
+    let started = Instant::now();
+    let written = stream_encrypted(&args.etcd, &recipients, &args.output, args.quiet)?;
+    if !args.quiet {
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "snapshot of {}: {} bytes (sha256 trailer verified) encrypted to {} -> {} ({} bytes) in {:.2}s ({:.0} MB/s)",
+            written.endpoints,
+            written.summary.bytes_in,
+            described.join(", "),
+            args.output.display(),
+            written.summary.bytes_out,
+            secs,
+            written.summary.bytes_in as f64 / secs / 1e6
+        );
+    }
+    Ok(ExitCode::from(exit::SUCCESS))
+}
+
+/// What [`stream_encrypted`] wrote.
+pub(crate) struct Written {
+    /// The etcd endpoints the snapshot came from (for messages).
+    pub endpoints: String,
+    pub summary: atrest_backup::Summary,
+    /// `sha256:<hex>` of the encrypted file's bytes.
+    pub sha256: String,
+}
+
+/// Streams etcd's snapshot into `output`, encrypted to `recipients`: the file appears (0600, by
+/// rename) only once the stream ended with a matching trailer; before that nothing has its name.
+/// Also used by `rotate apply --backup`.
+pub(crate) fn stream_encrypted(
+    etcd: &EtcdArgs,
+    recipients: &[atrest_backup::Recipient],
+    output: &Path,
+    quiet: bool,
+) -> anyhow::Result<Written> {
     let rt = runtime()?;
-    let mut settings = args.etcd.settings();
+    let mut settings = etcd.settings();
     // One request streams the whole database: --command-timeout bounds the connection checks,
     // not the transfer.
     settings.command_timeout = settings
@@ -114,41 +151,55 @@ pub fn run(args: SnapshotArgs) -> anyhow::Result<ExitCode> {
         pos: 0,
         done: None,
     };
-    let started = Instant::now();
-    let mut bar = if args.quiet {
+    let mut bar = if quiet {
         None
     } else {
         Some(Progress::bytes("streaming snapshot", 0))
     };
-    let result = atrest_backup::write_atomically(&args.output, |out| {
-        atrest_backup::encrypt(&recipients, &mut input, out, &mut |done| {
+    let result = atrest_backup::write_atomically(output, |out| {
+        let mut hashed = Sha256Writer {
+            inner: out,
+            hash: Sha256::new(),
+        };
+        let summary = atrest_backup::encrypt(recipients, &mut input, &mut hashed, &mut |done| {
             if let Some(bar) = bar.as_mut() {
                 bar.update(done, total.load(Ordering::Relaxed).max(done));
             }
-        })
+        })?;
+        Ok((summary, hex::encode(hashed.hash.finalize())))
     });
     if let Some(bar) = bar.as_mut() {
         bar.finish();
     }
     drop(input); // unblocks the producer if encryption failed first
     let _ = producer.join();
-    let summary = result.with_context(|| {
+    let (summary, sha256) = result.with_context(|| {
         format!(
             "backing up etcd {endpoints} to {}: nothing was written",
-            args.output.display()
+            output.display()
         )
     })?;
-    if !args.quiet {
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        eprintln!(
-            "snapshot of {endpoints}: {} bytes (sha256 trailer verified) encrypted to {} -> {} ({} bytes) in {:.2}s ({:.0} MB/s)",
-            summary.bytes_in,
-            described.join(", "),
-            args.output.display(),
-            summary.bytes_out,
-            secs,
-            summary.bytes_in as f64 / secs / 1e6
-        );
+    Ok(Written {
+        endpoints,
+        summary,
+        sha256: format!("sha256:{sha256}"),
+    })
+}
+
+/// Hashes what the encryptor writes (the file's bytes, for summaries and later checks).
+struct Sha256Writer<'a> {
+    inner: &'a mut dyn Write,
+    hash: Sha256,
+}
+
+impl Write for Sha256Writer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
     }
-    Ok(ExitCode::from(exit::SUCCESS))
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }

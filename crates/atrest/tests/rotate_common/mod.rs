@@ -31,6 +31,15 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// etcd plus `n` stand-ins, each with its own copy of `current`.
     pub fn start(n: usize, current: &str) -> ControlPlane {
+        Self::start_with(n, current, |_| {})
+    }
+
+    /// [`start`](Self::start), with each stand-in's options adjusted by `customize` (HTTPS, KMS).
+    pub fn start_with(
+        n: usize,
+        current: &str,
+        customize: impl Fn(&mut ApiserverOptions),
+    ) -> ControlPlane {
         let etcd = EtcdServer::start();
         let dir = tempfile::tempdir().expect("tempdir");
         let current_path = dir.path().join("current.yaml");
@@ -42,8 +51,9 @@ impl ControlPlane {
             std::fs::create_dir(&node).unwrap();
             let config = node.join("enc.yaml");
             std::fs::write(&config, current).unwrap();
-            let opts =
+            let mut opts =
                 ApiserverOptions::new(config.clone(), etcd.endpoints(), &format!("master-{i}"));
+            customize(&mut opts);
             apiservers.push(ApiserverStandIn::start(opts));
             nodes.push(config);
         }
@@ -117,6 +127,21 @@ impl ControlPlane {
         for u in self.urls() {
             args.push(format!("--apiserver={u}"));
         }
+        args
+    }
+
+    /// `rotate status --plan DIR --endpoints … --apiserver …` plus `extra`.
+    pub fn status_args(&self, extra: &[String]) -> Vec<String> {
+        let mut args = vec![
+            "rotate".to_string(),
+            "status".into(),
+            format!("--plan={}", self.plan_dir().display()),
+            format!("--endpoints={}", self.etcd.endpoint()),
+        ];
+        for u in self.urls() {
+            args.push(format!("--apiserver={u}"));
+        }
+        args.extend(extra.iter().cloned());
         args
     }
 
@@ -207,6 +232,20 @@ pub fn secret_json(ns: &str, name: &str, value: &str) -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// The stored bytes of Secret `ns/name` written with `config` (YAML) — as an apiserver running it
+/// would write them, but straight to etcd, behind the stand-ins' back.
+pub fn stored_with(config: &str, ns: &str, name: &str) -> (String, Vec<u8>) {
+    use atrest_core::config::{load_bytes, LoadOptions};
+    let cfg = load_bytes(config.as_bytes(), "config.yaml", &LoadOptions::default()).unwrap();
+    let t = atrest_core::Transformers::build(&cfg, Arc::new(atrest_core::kms::NoKms)).unwrap();
+    let key = format!("/registry/secrets/{ns}/{name}");
+    let stored = t
+        .for_resource(&atrest_core::GroupResource::new("", "secrets"))
+        .write(&secret_json(ns, name, "x"), key.as_bytes())
+        .unwrap();
+    (key, stored)
 }
 
 /// PUTs `n` secrets `ns/s-<i>` through `url`.

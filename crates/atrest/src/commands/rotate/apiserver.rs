@@ -169,6 +169,45 @@ fn kubeconfig(path: &Path) -> anyhow::Result<KubeCreds> {
     })
 }
 
+/// Why a request to `url` failed, with the flag that fixes a TLS problem: reqwest's own message
+/// stops at "error sending request", the cause (an untrusted certificate, a missing client
+/// certificate) is further down the source chain.
+fn request_error(url: &str, err: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !causes.iter().any(|c: &String| c.contains(&text)) {
+            causes.push(text);
+        }
+        source = e.source();
+    }
+    let chain = causes.join(": ");
+    let lower = chain.to_lowercase();
+    // The innermost cause says it all for TLS ("invalid peer certificate: UnknownIssuer").
+    let cause = causes.last().cloned().unwrap_or_default();
+    if lower.contains("certificate")
+        && (lower.contains("invalid peer")
+            || lower.contains("unknownissuer")
+            || lower.contains("not valid for name")
+            || lower.contains("expired"))
+    {
+        format!(
+            "TLS: the certificate {url} presents is not trusted ({cause}): pass the CA that signed it with --certificate-authority (or the kubeconfig's certificate-authority), or --insecure-skip-tls-verify"
+        )
+    } else if lower.contains("certificaterequired")
+        || lower.contains("certificate required")
+        || lower.contains("bad certificate")
+        || lower.contains("badcertificate")
+    {
+        format!(
+            "TLS: {url} refused the client certificate ({cause}): pass one it trusts with --client-certificate/--client-key (or the kubeconfig's), or use --token"
+        )
+    } else {
+        format!("unreachable: {chain}")
+    }
+}
+
 impl Apiservers {
     /// Builds the client; flags win over the kubeconfig.
     pub fn new(args: &ApiserverArgs) -> anyhow::Result<Apiservers> {
@@ -240,7 +279,7 @@ impl Apiservers {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.as_str());
         }
-        let resp = req.send().await.map_err(|e| format!("unreachable: {e}"))?;
+        let resp = req.send().await.map_err(|e| request_error(url, &e))?;
         let status = resp.status();
         let body = resp
             .text()
@@ -250,10 +289,10 @@ impl Apiservers {
             let snippet: String = body.chars().take(200).collect();
             return Err(format!(
                 "/metrics answered {status}{}: {snippet}",
-                if status.as_u16() == 403 {
-                    " (the identity needs `get` on the non-resource URL /metrics)"
-                } else {
-                    ""
+                match status.as_u16() {
+                    401 => " (not authenticated: pass --token, --client-certificate/--client-key or --kubeconfig)",
+                    403 => " (the identity needs `get` on the non-resource URL /metrics)",
+                    _ => "",
                 }
             ));
         }

@@ -8,7 +8,10 @@
 //! 3. every object rewritten (the existing CAS rewrite, resumable from its checkpoint in DIR);
 //! 4. a scan at one revision finds no object under a key retire removes, and nothing unreadable;
 //! 5. retire installed → loaded everywhere; then the retired keys go to `escrow.yaml`, and
-//!    optionally etcd is compacted past the rewrite.
+//!    optionally etcd is compacted past the rewrite;
+//! 6. with `--backup FILE`, an encrypted snapshot verified offline with the retire config alone
+//!    (`backup.rs`; recorded in `state.json` as well, taken again if a run died before it was
+//!    verified).
 //!
 //! After a SIGKILL at any point, the same command continues from what it observes: finished
 //! milestones are never redone, an interrupted install is skipped when every apiserver already
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use atrest_core::Transformers;
-use atrest_rotate::files::{self, Milestone, StateDoc, CHECKPOINT_FILE, ESCROW_FILE};
+use atrest_rotate::files::{self, BackupRecord, Milestone, StateDoc, CHECKPOINT_FILE, ESCROW_FILE};
 use atrest_rotate::gates;
 use atrest_rotate::plan::{escrow_config, ConfigStep};
 use atrest_store::etcd::rewrite::{rewrite, CheckpointOptions, RewriteOptions, Selection};
@@ -31,10 +34,12 @@ use atrest_store::etcd::EtcdConnection;
 use serde::Serialize;
 
 use super::apiserver::{ApiserverArgs, Apiservers, Observation};
+use super::backup::{self, BackupArgs};
 use super::session::{require_all_watched, PlanDir};
 use crate::commands::common::parse_duration;
 use crate::commands::etcd_args::{runtime, EtcdArgs};
 use crate::commands::report_output::{OutputFormat, Progress};
+use crate::commands::terminal_text::escape_control;
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
@@ -61,6 +66,8 @@ pub struct ApplyArgs {
     /// After retire, compact etcd past the rewrite so old-key revisions leave the history.
     #[arg(long)]
     pub compact: bool,
+    #[command(flatten)]
+    pub backup: BackupArgs,
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 }
@@ -87,6 +94,10 @@ struct Summary {
     backups_needing_escrow: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     compacted_revision: Option<i64>,
+    /// The `--backup` taken after retire (`verified: false`: a run stopped before it was
+    /// verified; the next run takes it again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<BackupRecord>,
 }
 
 /// Progress lines on stderr.
@@ -98,9 +109,15 @@ fn note(msg: &str) {
 pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let pd = PlanDir::open(&args.plan)?;
     let mut state = pd.state()?;
+    let backup = args.backup.prepare(&state)?;
     if state.has(Milestone::Finished) {
-        note("rotation already finished; nothing to do");
-        return output(&args, &pd, &state, true);
+        let Some(backup) = backup else {
+            note("rotation already finished; nothing to do");
+            return output(&args, &pd, &state, true);
+        };
+        note("rotation already finished; taking the backup");
+        backup::take(backup, &args.etcd, &pd, &mut state, &note)?;
+        return output(&args, &pd, &state, false);
     }
     let apis = Apiservers::new(&args.apiservers)?;
     let (promote_config, promote_t) = pd.transformers(ConfigStep::Promote)?;
@@ -167,8 +184,9 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
                     let revision = rt
                         .block_on(atrest_store::etcd::scan::current_revision(&conn))
                         .context("reading etcd's revision to compact")?;
-                    let mut client = conn.client.clone();
-                    rt.block_on(client.compact(revision, None))
+                    // Physical: the old revisions are gone from the backend (and from a
+                    // `--backup` taken next) when this returns, not merely scheduled for removal.
+                    rt.block_on(atrest_store::etcd::space::compact(&conn, revision))
                         .with_context(|| format!("compacting etcd at revision {revision}"))?;
                     state.compacted_revision = Some(revision);
                 }
@@ -178,6 +196,9 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<ExitCode> {
         state.mark(m);
         pd.save(&state)?;
         note(&format!("✓ {}", m.name()));
+    }
+    if let Some(backup) = backup {
+        backup::take(backup, &args.etcd, &pd, &mut state, &note)?;
     }
     output(&args, &pd, &state, false)
 }
@@ -199,7 +220,7 @@ fn confirm(args: &ApplyArgs, pd: &PlanDir, state: &StateDoc) -> anyhow::Result<(
     }
     let next = state.next().map_or("finish", Milestone::name);
     eprint!(
-        "rotate {} entr{} of {} via `{}`; next: {next}. Proceed? [y/N] ",
+        "rotate {} entr{} of {} via `{}`; next: {next}{}. Proceed? [y/N] ",
         pd.plan.entries.len(),
         if pd.plan.entries.len() == 1 {
             "y"
@@ -207,7 +228,12 @@ fn confirm(args: &ApplyArgs, pd: &PlanDir, state: &StateDoc) -> anyhow::Result<(
             "ies"
         },
         pd.plan.current.path,
-        args.install
+        args.install,
+        args.backup
+            .backup
+            .as_ref()
+            .map(|f| format!("; at the end an encrypted backup to {}", f.display()))
+            .unwrap_or_default()
     );
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
@@ -290,7 +316,7 @@ fn wait_loaded(
             .iter()
             .map(|(u, o)| format!("{u} reports {}", pd.describe(o)))
             .collect();
-        let shown = shown.join("; ");
+        let shown = escape_control(&shown.join("; ")).into_owned();
         if started.elapsed() >= args.wait_timeout {
             bail!(
                 "timed out after {:?} waiting for every apiserver to load {} ({want}): {shown}. Nothing after that was done (the configs installed so far are safe to keep); rerun the same command to continue",
@@ -374,12 +400,12 @@ fn verify(
             bail!(
                 "retire blocked (scan at etcd revision {}):\n  {}\nretire was not installed. Restore the missing key or delete those objects, then rerun the same command",
                 scan.revision,
-                blockers.join("\n  ")
+                escaped(&blockers).join("\n  ")
             );
         }
         note(&format!(
             "objects written meanwhile still use retired keys; rewriting again: {}",
-            blockers.join("; ")
+            escaped(&blockers).join("; ")
         ));
         // A fresh pass: the checkpoint of the finished one would skip everything.
         let _ = std::fs::remove_file(pd.dir.join(CHECKPOINT_FILE));
@@ -388,6 +414,14 @@ fn verify(
         state.rewrite_revision = Some(revision);
     }
     unreachable!("the loop returns or bails")
+}
+
+/// Lines that quote etcd keys and stored key names, safe for a terminal.
+fn escaped(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| escape_control(l).into_owned())
+        .collect()
 }
 
 /// Writes the retired keys to `escrow.yaml` (0600) once.
@@ -404,7 +438,6 @@ fn write_escrow(
     }
     Ok(())
 }
-
 fn output(
     args: &ApplyArgs,
     pd: &PlanDir,
@@ -419,6 +452,7 @@ fn output(
         .flat_map(|e| e.retired.iter().map(|l| l.to_string()))
         .collect();
     let finished = state.has(Milestone::Finished);
+    let verified_backup = state.backup.as_ref().filter(|b| b.verified);
     let summary = Summary {
         plan: pd.dir.display().to_string(),
         finished,
@@ -436,63 +470,83 @@ fn output(
         escrow: escrow.exists().then(|| escrow.display().to_string()),
         backups_needing_escrow: (finished && !retired.is_empty()).then(|| {
             format!(
-                "etcd snapshots and backups taken before revision {} may hold values under {}: keep {} (0600) to read them, e.g. `atrest snapshot get FILE … --config {}`",
+                "etcd snapshots and backups taken before revision {} may hold values under {}: keep {} (0600) to read them, e.g. `atrest snapshot get FILE … --config {}`{}",
                 state.verified_revision.unwrap_or(0),
                 retired.join(", "),
                 escrow.display(),
-                escrow.display()
+                escrow.display(),
+                match verified_backup {
+                    Some(b) if b.history_under_retired_keys == 0 => format!(
+                        "; the backup {} does not need them",
+                        b.path
+                    ),
+                    Some(b) => format!(
+                        "; the backup {} needs them only for {} older revisions etcd had not compacted (--compact drops those)",
+                        b.path, b.history_under_retired_keys
+                    ),
+                    None => String::new(),
+                }
             )
         }),
         retired_keys: retired,
         compacted_revision: state.compacted_revision,
+        backup: state.backup.clone(),
     };
-    let mut out = std::io::stdout().lock();
-    match args.output {
+    crate::commands::common::emit(ExitCode::SUCCESS, |out| match args.output {
         OutputFormat::Json | OutputFormat::Yaml => {
-            crate::commands::report_output::write_document(args.output, &summary, &mut out)?;
+            crate::commands::report_output::write_document(args.output, &summary, out)
         }
-        OutputFormat::Table => {
-            writeln!(
-                out,
-                "rotation {}{}",
-                if finished { "finished" } else { "stopped" },
-                if no_op {
-                    " (already; nothing done)"
-                } else {
-                    ""
-                }
-            )?;
-            for e in &summary.entries {
-                writeln!(out, "  {e}")?;
-            }
-            if let (Some(n), Some(r)) = (summary.rewritten, summary.rewrite_revision) {
-                writeln!(out, "  rewritten: {n} objects (etcd revision {r})")?;
-            }
-            if let Some(r) = summary.verified_revision {
-                writeln!(
-                    out,
-                    "  verified at revision {r}: no object under a retired key, nothing unreadable"
-                )?;
-            }
-            if let Some(e) = &summary.escrow {
-                writeln!(
-                    out,
-                    "  retired keys ({}) escrowed in {e}",
-                    summary.retired_keys.join(", ")
-                )?;
-            }
-            if let Some(b) = &summary.backups_needing_escrow {
-                writeln!(out, "  {b}")?;
-            }
-            match summary.compacted_revision {
-                Some(r) => writeln!(out, "  etcd compacted at revision {r}")?,
-                None if finished => writeln!(
-                    out,
-                    "  etcd not compacted: old revisions keep old-key values until the next compaction (kube-apiserver compacts every 5m by default)"
-                )?,
-                None => {}
-            }
+        OutputFormat::Table => Ok(render(&summary, out)?),
+    })
+}
+
+fn render(summary: &Summary, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "rotation {}{}",
+        if summary.finished {
+            "finished"
+        } else {
+            "stopped"
+        },
+        if summary.no_op {
+            " (already; nothing done)"
+        } else {
+            ""
         }
+    )?;
+    for e in &summary.entries {
+        writeln!(out, "  {}", escape_control(e))?;
     }
-    Ok(ExitCode::SUCCESS)
+    if let (Some(n), Some(r)) = (summary.rewritten, summary.rewrite_revision) {
+        writeln!(out, "  rewritten: {n} objects (etcd revision {r})")?;
+    }
+    if let Some(r) = summary.verified_revision {
+        writeln!(
+            out,
+            "  verified at revision {r}: no object under a retired key, nothing unreadable"
+        )?;
+    }
+    if let Some(e) = &summary.escrow {
+        writeln!(
+            out,
+            "  retired keys ({}) escrowed in {e}",
+            escape_control(&summary.retired_keys.join(", "))
+        )?;
+    }
+    match summary.compacted_revision {
+        Some(r) => writeln!(out, "  etcd compacted at revision {r}")?,
+        None if summary.finished => writeln!(
+            out,
+            "  etcd not compacted: old revisions keep old-key values until the next compaction (kube-apiserver compacts every 5m by default)"
+        )?,
+        None => {}
+    }
+    if let Some(b) = &summary.backup {
+        writeln!(out, "  {}", backup::describe(b))?;
+    }
+    if let Some(b) = &summary.backups_needing_escrow {
+        writeln!(out, "  {}", escape_control(b))?;
+    }
+    Ok(())
 }

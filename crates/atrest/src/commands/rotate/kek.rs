@@ -24,6 +24,7 @@ use super::apiserver::{ApiserverArgs, Apiservers};
 use crate::commands::common::parse_duration;
 use crate::commands::etcd_args::{runtime, ConfigArgs, EtcdArgs};
 use crate::commands::report_output::{OutputFormat, Progress};
+use crate::commands::terminal_text::escape_control;
 
 #[derive(clap::Args)]
 pub struct KekArgs {
@@ -100,8 +101,9 @@ pub fn run(args: KekArgs) -> anyhow::Result<ExitCode> {
         .key_id;
     let want = id_hash(&key_id);
     note(&format!(
-        "plugin {:?} reports key ID {key_id} ({want})",
-        kms.name
+        "plugin {:?} reports key ID {} ({want})",
+        kms.name,
+        escape_control(&key_id)
     ));
     let apis = Apiservers::new(&args.apiservers)?;
     let rt = runtime()?;
@@ -135,9 +137,10 @@ pub fn run(args: KekArgs) -> anyhow::Result<ExitCode> {
         }
         if started.elapsed() >= args.wait_timeout {
             bail!(
-                "timed out after {:?} waiting for every apiserver to use key ID {key_id}: {}; nothing was rewritten",
+                "timed out after {:?} waiting for every apiserver to use key ID {}: {}; nothing was rewritten",
                 args.wait_timeout,
-                lagging.join("; ")
+                escape_control(&key_id),
+                escape_control(&lagging.join("; "))
             );
         }
         if !without_metric.is_empty() && lagging.is_empty() {
@@ -214,19 +217,21 @@ pub fn run(args: KekArgs) -> anyhow::Result<ExitCode> {
         objects_by_key_id: by_key,
         old_key_ids_unused: old == 0,
     };
-    let mut out = std::io::stdout().lock();
-    match args.output {
+    // Printed before the verdict below, so that a closed pipe still ends with it.
+    crate::commands::common::emit(ExitCode::SUCCESS, |out| match args.output {
         OutputFormat::Json | OutputFormat::Yaml => {
-            crate::commands::report_output::write_document(args.output, &out_doc, &mut out)?;
+            crate::commands::report_output::write_document(args.output, &out_doc, out)
         }
         OutputFormat::Table => {
             writeln!(
                 out,
-                "rewrote {} objects to key ID {key_id} (revision {})",
-                out_doc.rewritten, out_doc.rewrite_revision
+                "rewrote {} objects to key ID {} (revision {})",
+                out_doc.rewritten,
+                escape_control(&key_id),
+                out_doc.rewrite_revision
             )?;
             for (k, n) in &out_doc.objects_by_key_id {
-                writeln!(out, "  {n} objects under key ID {k}")?;
+                writeln!(out, "  {n} objects under key ID {}", escape_control(k))?;
             }
             if old == 0 {
                 writeln!(
@@ -234,8 +239,9 @@ pub fn run(args: KekArgs) -> anyhow::Result<ExitCode> {
                     "no object uses an older key ID at revision {revision}: the old KEK version may be disabled once etcd has compacted past revision {revision} and no backup taken before it is needed"
                 )?;
             }
+            Ok(())
         }
-    }
+    })?;
     if old > 0 {
         bail!("{old} objects still use an older key ID after the rewrite (unreadable or written meanwhile); keep the old KEK and rerun");
     }

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod apply;
+mod backup;
 pub mod kek;
 pub mod plan;
 mod session;

@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::commands::common::parse_duration;
 use crate::commands::etcd_args::{endpoints_given, runtime, ConfigArgs, EtcdArgs};
 use crate::commands::report_output::OutputFormat;
+use crate::commands::terminal_text::escape_control;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanProvider {
@@ -174,19 +175,17 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let mut out = std::io::stdout().lock();
-    match args.output {
+    crate::commands::common::emit(ExitCode::SUCCESS, |out| match args.output {
         OutputFormat::Json | OutputFormat::Yaml => {
             let doc = PlanOutput {
                 dir: dir.display().to_string(),
                 plan: &plan,
                 objects,
             };
-            crate::commands::report_output::write_document(args.output, &doc, &mut out)?;
+            crate::commands::report_output::write_document(args.output, &doc, out)
         }
-        OutputFormat::Table => render(&dir, &plan, objects.as_deref(), &mut out)?,
-    }
-    Ok(ExitCode::SUCCESS)
+        OutputFormat::Table => Ok(render(&dir, &plan, objects.as_deref(), out)?),
+    })
 }
 
 /// The objects of every entry today, counted at one revision with CURRENT.
@@ -279,8 +278,8 @@ fn render(
                             format!(
                                 "{} {} under {}{}",
                                 c.count,
-                                c.resource,
-                                c.label,
+                                escape_control(&c.resource),
+                                escape_control(&c.label.to_string()),
                                 if c.readable { "" } else { " (unreadable)" }
                             )
                         })

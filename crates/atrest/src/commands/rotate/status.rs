@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use atrest_rotate::files::Milestone;
+use atrest_rotate::files::{BackupRecord, Milestone};
 use atrest_rotate::gates;
 use atrest_rotate::plan::ConfigStep;
 use serde::Serialize;
@@ -15,6 +15,7 @@ use super::apiserver::{ApiserverArgs, Apiservers};
 use super::session::{unwatched_apiservers, PlanDir};
 use crate::commands::etcd_args::{runtime, EtcdArgs};
 use crate::commands::report_output::OutputFormat;
+use crate::commands::terminal_text::escape_control;
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
@@ -58,6 +59,9 @@ struct View {
     retire_blockers: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     blocked_because: Vec<String>,
+    /// The `rotate apply --backup` record, if one was taken or started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<BackupRecord>,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -179,19 +183,19 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         objects,
         retire_blockers,
         blocked_because: blocked,
+        backup: state.backup.clone(),
     };
-    let mut out = std::io::stdout().lock();
-    match args.output {
-        OutputFormat::Json | OutputFormat::Yaml => {
-            crate::commands::report_output::write_document(args.output, &view, &mut out)?;
-        }
-        OutputFormat::Table => render(&view, &mut out)?,
-    }
-    Ok(ExitCode::from(match view.state {
+    let code = ExitCode::from(match view.state {
         "finished" => crate::exit::SUCCESS,
         "blocked" => crate::exit::FAILURE,
         _ => crate::exit::NOT_CURRENT,
-    }))
+    });
+    crate::commands::common::emit(code, |out| match args.output {
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::commands::report_output::write_document(args.output, &view, out)
+        }
+        OutputFormat::Table => Ok(render(&view, out)?),
+    })
 }
 
 fn render(v: &View, out: &mut dyn Write) -> std::io::Result<()> {
@@ -218,8 +222,8 @@ fn render(v: &View, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,
             "{}  {}  {}  {}  {}",
-            a.url,
-            a.loaded,
+            escape_control(&a.url),
+            escape_control(&a.loaded),
             a.step.unwrap_or("-"),
             if a.reads_new_key { "yes" } else { "no" },
             if a.writes_new_key { "yes" } else { "no" }
@@ -236,21 +240,24 @@ fn render(v: &View, out: &mut dyn Write) -> std::io::Result<()> {
             out,
             "  {} {} under {}{}",
             c.count,
-            c.resource,
-            c.label,
+            escape_control(&c.resource),
+            escape_control(&c.label.to_string()),
             if c.readable { "" } else { " (unreadable)" }
         )?;
     }
     if !v.retire_blockers.is_empty() {
         writeln!(out, "retire gate: not met")?;
         for b in &v.retire_blockers {
-            writeln!(out, "  {b}")?;
+            writeln!(out, "  {}", escape_control(b))?;
         }
     } else {
         writeln!(out, "retire gate: met (nothing under a retired key)")?;
     }
+    if let Some(b) = &v.backup {
+        writeln!(out, "{}", super::backup::describe(b))?;
+    }
     for b in &v.blocked_because {
-        writeln!(out, "blocked: {b}")?;
+        writeln!(out, "blocked: {}", escape_control(b))?;
     }
     writeln!(out, "next action: {}", v.next_action)?;
     Ok(())
