@@ -117,7 +117,7 @@ impl LocalCipher for CbcKey {
         _aad: &[u8],
     ) -> Result<(), TransformError> {
         let mut iv = [0u8; BLOCK];
-        random::fill(&mut iv)?;
+        random::public(&mut iv)?;
         self.seal_with_iv_into(out, iv, plaintext)
     }
 }

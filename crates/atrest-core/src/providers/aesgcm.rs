@@ -76,7 +76,7 @@ impl GcmKey {
         aad: &[u8],
     ) -> Result<(), TransformError> {
         let mut nonce = [0u8; NONCE_LEN];
-        random::fill(&mut nonce)
+        random::public(&mut nonce)
             .map_err(|e| TransformError::msg(format!("failed to write nonce for AES-GCM: {e}")))?;
         self.seal_with_nonce_into(out, nonce, plaintext, aad)
     }

@@ -179,7 +179,7 @@ impl LocalCipher for SecretboxKey {
             return Err(TransformError::msg(crate::fips::SECRETBOX_WRITE_REFUSED));
         }
         let mut nonce = [0u8; NONCE_LEN];
-        random::fill(&mut nonce)?;
+        random::public(&mut nonce)?;
         self.seal_with_nonce_into(out, nonce, plaintext)
     }
 }

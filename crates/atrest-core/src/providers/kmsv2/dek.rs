@@ -85,7 +85,7 @@ impl DataKey {
         match self {
             DataKey::Dek { key, counter } => {
                 let mut nonce = [0u8; 12];
-                random::fill(nonce.get_mut(..4).unwrap_or_default())?;
+                random::public(nonce.get_mut(..4).unwrap_or_default())?;
                 let n = counter.fetch_add(1, Ordering::SeqCst).wrapping_add(1);
                 // Upstream exits the process here; a library returns an error instead.
                 if n <= COUNTER_ZERO {
@@ -101,7 +101,7 @@ impl DataKey {
             }
             DataKey::Seed(seed) => {
                 let mut info = [0u8; INFO_LEN];
-                random::fill(&mut info).map_err(|e| {
+                random::public(&mut info).map_err(|e| {
                     TransformError::msg(format!("failed to generate info for KDF: {e}"))
                 })?;
                 out.extend_from_slice(&info);
