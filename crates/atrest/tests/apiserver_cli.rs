@@ -3,16 +3,12 @@
 //! other line stays, a second run changes nothing, disable restores the file byte for byte, no file
 //! is left in the manifests directory, `--dry-run` and bad input change nothing.
 
+mod cli_common;
+use cli_common::atrest;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .output()
-        .expect("run atrest")
-}
+use std::process::Output;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

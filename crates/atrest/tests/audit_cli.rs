@@ -2,24 +2,16 @@
 //! `apiserver enable`), against real etcd: TLS with client certificates, TLS without client
 //! authentication, plain http; config files with bad modes and owners; a real KMS plugin socket.
 
+mod cli_common;
+use cli_common::atrest;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use atrest_testkit::load::TestClient;
 use atrest_testkit::{EtcdServer, KmsPlugin};
 use serde_json::Value;
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .env_remove("ETCDCTL_ENDPOINTS")
-        .env_remove("ETCDCTL_CACERT")
-        .env_remove("ETCDCTL_CERT")
-        .env_remove("ETCDCTL_KEY")
-        .output()
-        .expect("run atrest")
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -1,17 +1,13 @@
 //! `atrest config check|explain` run as a real binary: verdicts, exit codes, line numbers, and
 //! secrets never printed.
 
+mod cli_common;
+use cli_common::atrest;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 const SECRET: &str = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0ISE/Pz8=";
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .output()
-        .expect("run atrest")
-}
 
 fn text(out: &Output) -> String {
     format!(

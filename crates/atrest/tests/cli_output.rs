@@ -2,19 +2,15 @@
 //! (`kms status`, `kms list`, `kms bench`, `snapshot info`), durations take `500ms`/`3s`/`2m` (a bare
 //! number is seconds), tables print plain values.
 
+mod cli_common;
+use cli_common::atrest;
+
 mod snapshot_common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use atrest_testkit::KmsPlugin;
-
-fn atrest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

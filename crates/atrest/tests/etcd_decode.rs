@@ -4,11 +4,12 @@
 //! group gets a "did you mean". `atrest backup snapshot` streams etcd into an encrypted backup
 //! with no plaintext file anywhere, and the decrypted backup is a snapshot etcdctl and atrest read.
 
+mod cli_common;
+use cli_common::atrest_stdin;
+
 mod etcd_common;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
 
 use atrest_testkit::load::TestClient;
 use atrest_testkit::EtcdServer;
@@ -134,18 +135,6 @@ fn every_builtin_kind_comes_back_from_get_as_served() {
         assert_eq!(code(&out), 1);
         assert!(stderr(&out).contains(want), "{}", stderr(&out));
     }
-}
-
-fn atrest_stdin(args: &[String], input: &[u8]) -> std::process::Output {
-    let mut child = atrest_cmd()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]

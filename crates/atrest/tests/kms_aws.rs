@@ -7,6 +7,9 @@
 //! seen through `DescribeKey`'s `KeyState`, which AWS reports too), and it keeps state in memory
 //! (a restarted moto has no keys).
 
+mod cli_common;
+use cli_common::atrest_stdin as atrest;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -174,18 +177,6 @@ fn healthz(k: &dyn KmsV2Service) -> String {
     k.status()
         .map(|s| s.healthz)
         .unwrap_or_else(|e| e.to_string())
-}
-
-fn atrest(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 fn enc_config(dir: &Path, endpoint: &str) -> PathBuf {

@@ -1,16 +1,9 @@
 //! `atrest kms unit` (checked with the real `systemd-analyze verify`) and `atrest kms manifest`.
 
-use std::process::{Command, Output};
+mod cli_common;
+use cli_common::atrest;
 
-fn atrest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .env_remove("ATREST_KMS_KEY_STORE")
-        .env_remove("ATREST_PKCS11_MODULE")
-        .env_remove("VAULT_ADDR")
-        .output()
-        .expect("run atrest")
-}
+use std::process::Command;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
