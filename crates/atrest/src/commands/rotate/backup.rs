@@ -1,7 +1,8 @@
 //! `rotate apply --backup FILE`: after retire (and `--compact`), an encrypted etcd snapshot to FILE
 //! through `backup snapshot`'s stream (no plaintext on disk; FILE, 0600, appears only complete),
 //! then an offline check that every object in it decrypts with the retire config alone: FILE is
-//! decrypted again into a zeroized buffer and read with atrest's snapshot reader and the retire
+//! decrypted again into a sealed spool (an unnamed temporary file next to FILE, every 64 KiB
+//! chunk AES-GCM-sealed under a key that lives only in memory) and read with atrest's snapshot reader and the retire
 //! config's transformers — no etcd, no escrow file.
 //!
 //! Resumable through `state.json`'s `backup` record, written (unverified) before the snapshot
@@ -19,9 +20,9 @@ use atrest_rotate::model::KeyLabel;
 use atrest_rotate::plan::ConfigStep;
 use atrest_store::keymap;
 use atrest_store::report::{ReportOptions, StatusReport, StatusReportBuilder};
-use atrest_store::snapshot::{bbolt, IndexOptions, OpenOptions, Snapshot};
-use zeroize::Zeroizing;
+use atrest_store::snapshot::{IndexOptions, OpenOptions, Snapshot};
 
+use super::sealed_spool::SealedSpool;
 use super::session::PlanDir;
 use crate::commands::backup::{identities_for, recipients, RecipientArgs};
 use crate::commands::etcd_args::EtcdArgs;
@@ -132,23 +133,6 @@ pub fn describe(b: &BackupRecord) -> String {
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo`, in bytes (`None` where there is none).
-fn mem_available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
-/// A decrypted snapshot in memory, zeroized when dropped.
-struct SecretBytes(Zeroizing<Vec<u8>>);
-
-impl bbolt::Source for SecretBytes {
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        bbolt::Source::read_exact_at(&*self.0, buf, offset)
-    }
-}
-
 /// Takes the backup and verifies it; records the result in `state` (saved). A backup that does not
 /// verify is removed and fails the command, naming the keys.
 pub fn take(
@@ -236,7 +220,8 @@ struct Checked {
     history_under_retired_keys: u64,
 }
 
-/// Decrypts `path` into memory and reads every object's newest value with the retire config
+/// Decrypts `path` into a [`SealedSpool`] (bounded memory, no plaintext on disk) and reads every
+/// object's newest value with the retire config
 /// (decrypting each one); counts older revisions still under a retired key.
 fn verify(
     path: &Path,
@@ -246,42 +231,30 @@ fn verify(
 ) -> anyhow::Result<Checked> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if let Some(available) = mem_available() {
-        if len > available {
-            bail!(
-                "verifying {} needs {len} bytes of memory for the decrypted snapshot, but only {available} are available (MemAvailable): run `rotate apply … --backup` on a machine with more memory",
-                path.display()
-            );
-        }
-    }
-    // Reserved up front: a growing Vec would leave unzeroized copies of the plaintext behind.
-    let mut plain = Zeroizing::new(Vec::new());
-    plain
-        .try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "verifying {}: cannot allocate {len} bytes for the decrypted snapshot",
-                path.display()
-            )
-        })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut spool = SealedSpool::new_in(dir).with_context(|| {
+        format!(
+            "verifying {}: creating a temporary file in {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
     let mut bar = Progress::bytes("verifying backup", len);
     let decrypted = atrest_backup::decrypt(
         identities,
         &mut BufReader::with_capacity(1 << 20, file),
-        &mut *plain,
+        &mut spool,
         &mut |done| bar.update(done, len.max(done)),
     );
     bar.finish();
     decrypted.with_context(|| format!("decrypting {} to verify it", path.display()))?;
-    let plain_len = plain.len() as u64;
+    let spool = spool
+        .finish()
+        .with_context(|| format!("verifying {}: writing {}", path.display(), dir.display()))?;
+    let plain_len = spool.len();
     let name = path.display().to_string();
-    let snap = Snapshot::from_source(
-        Box::new(SecretBytes(plain)),
-        plain_len,
-        &name,
-        OpenOptions::default(),
-    )
-    .with_context(|| format!("reading the snapshot inside {name}"))?;
+    let snap = Snapshot::from_source(Box::new(spool), plain_len, &name, OpenOptions::default())
+        .with_context(|| format!("reading the snapshot inside {name}"))?;
     let (_, transformers) = pd.transformers(ConfigStep::Retire)?;
     crate::commands::common::check_kms(&transformers)?;
     let prefix = keymap::normalize_prefix(etcd_prefix);

@@ -7,6 +7,7 @@ pub mod apply;
 mod backup;
 pub mod kek;
 pub mod plan;
+mod sealed_spool;
 mod session;
 pub mod status;
 
