@@ -142,5 +142,6 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        .fmt_fields(commands::terminal_text::log_fields())
         .try_init();
 }

@@ -1,6 +1,7 @@
 //! Text from etcd or a KMS plugin (keys, key IDs, error messages) made safe for tables and logs:
 //! control characters are escaped (`\n`, `\x1b`, `\u{85}`), so a crafted key can neither forge a
-//! table row nor send terminal escape sequences.
+//! table row nor send terminal escape sequences. JSON and YAML output stays raw: those formats
+//! escape control characters themselves.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -26,6 +27,34 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// The KEY column of status and rewrite tables: `name (key_id id)`, `name`, `key_id id` or `-`,
+/// both parts escaped (the name comes from the stored prefix, the key id from the stored object).
+pub fn key_cell(name: Option<&str>, key_id: Option<&str>) -> String {
+    match (name, key_id) {
+        (Some(n), Some(id)) => format!("{} (key_id {})", escape_control(n), escape_control(id)),
+        (Some(n), None) => escape_control(n).into_owned(),
+        (None, Some(id)) => format!("key_id {}", escape_control(id)),
+        (None, None) => "-".into(),
+    }
+}
+
+/// How text logs format an event's fields: as tracing-subscriber's default (`message`, then
+/// `name=value`), with control characters escaped in every value, so a key or plugin error
+/// logged with `%` cannot break a log line apart or reach a terminal raw.
+pub fn log_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static
+{
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            write!(writer, "{}", escape_control(&text))
+        } else {
+            write!(writer, "{}={}", field.name(), escape_control(&text))
+        }
+    })
+    .delimited(" ")
 }
 
 #[cfg(test)]
