@@ -124,25 +124,6 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {s:?} is too large"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("1e30s").is_err());
-        assert!(parse_duration("99999999999999999999999h").is_err());
-    }
-}
-
 /// Largest stdin `encrypt`, `decrypt` and `decode` read: one etcd value (base64 of it included)
 /// with room to spare; `/dev/zero` does not exhaust memory.
 pub const MAX_STDIN_BYTES: u64 = 64 << 20;
@@ -175,4 +156,23 @@ pub fn read_stdin_value(base64: bool) -> anyhow::Result<zeroize::Zeroizing<Vec<u
             .decode(text.as_slice())
             .context("stdin is not valid base64")?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1e30s").is_err());
+        assert!(parse_duration("99999999999999999999999h").is_err());
+    }
 }
