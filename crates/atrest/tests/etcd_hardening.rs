@@ -426,4 +426,6 @@ fn control_characters_from_etcd_and_the_plugin_are_escaped_in_tables_and_logs() 
         .find(|r| r["key_id"] == CONTROL_KEY_ID)
         .unwrap_or_else(|| panic!("a row with the raw key id: {json}"));
     assert_eq!(row["objects"][0], evil);
+    // Without --verify too, the value that is no EncryptedObject counts as unreadable.
+    assert_eq!(json["totals"]["unreadable"], 1, "{json}");
 }
