@@ -8,12 +8,24 @@ use std::fmt::Write;
 
 /// `text` with every control character escaped; borrowed when there is none.
 pub fn escape_control(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    escape_where(text, char::is_control)
+}
+
+/// Like [`escape_control`] but keeps line breaks and tabs: for a command's final error, whose
+/// text may span lines by design (go-yaml's `unmarshal errors:` list) while an etcd key or a
+/// plugin message inside it must not reach the terminal as escape sequences.
+pub fn escape_control_keep_lines(text: &str) -> Cow<'_, str> {
+    escape_where(text, |c| c.is_control() && c != '\n' && c != '\t')
+}
+
+fn escape_where(text: &str, escaped: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !text.chars().any(&escaped) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
+            c if !escaped(c) => out.push(c),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -70,6 +82,10 @@ mod tests {
         assert_eq!(
             escape_control("/registry/secrets/a/x\n  forged row\x1b[2J\u{85}"),
             "/registry/secrets/a/x\\n  forged row\\x1b[2J\\u{85}"
+        );
+        assert_eq!(
+            super::escape_control_keep_lines("line 1\n\tline 2 \x1b[2J\r"),
+            "line 1\n\tline 2 \\x1b[2J\\r"
         );
     }
 }
