@@ -59,6 +59,18 @@ fn serve(args: &[&str], sock: &Path) -> Plugin {
     }
 }
 
+/// A fresh local key store `dir/ks` (`atrest kms init`).
+fn init_key_store(dir: &Path) -> PathBuf {
+    let ks = dir.join("ks");
+    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ks
+}
+
 fn config(dir: &Path, sock: &Path) -> PathBuf {
     let path = dir.join("enc.yaml");
     std::fs::write(
@@ -495,13 +507,7 @@ fn rotation_under_a_running_plugin_is_picked_up_at_once() {
 #[test]
 fn idle_connection_flood_under_a_low_open_files_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let ks = dir.path().join("ks");
-    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ks = init_key_store(dir.path());
     let sock = dir.path().join("kms.sock");
     let listen = format!("unix://{}", sock.display());
     let log = dir.path().join("serve.log");
@@ -553,13 +559,7 @@ fn idle_connection_flood_under_a_low_open_files_limit() {
 #[test]
 fn abstract_socket_refuses_other_users_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let ks = dir.path().join("ks");
-    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ks = init_key_store(dir.path());
     let name = format!("atrest-test-{}", std::process::id());
     let listen = format!("unix:///@{name}");
     let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
@@ -602,15 +602,9 @@ fn abstract_socket_refuses_other_users_by_default() {
 #[test]
 fn a_non_loopback_metrics_listen_is_warned_about_in_plain_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let ks = dir.path().join("ks");
+    let ks = init_key_store(dir.path());
     let sock = dir.path().join("kms.sock");
     let log = dir.path().join("serve.log");
-    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let metrics = format!("0.0.0.0:{}", atrest_testkit::free_port());
     let listen = format!("unix://{}", sock.display());
     // Logs to a file, as under systemd or `2>file`: no colour codes.
