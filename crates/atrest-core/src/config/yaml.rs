@@ -27,6 +27,12 @@ fn allowed_alias_ratio(decoded: usize) -> f64 {
     }
 }
 
+/// Most nodes a document may build (alias expansions included). Not go-yaml's: it bounds memory
+/// (a node costs ~150 bytes here, so the densest 64 MiB file would need ~10 GB). 4,000,000 nodes
+/// are 20 times a 200,000-resource config; kube-apiserver, which has no cap, validates each
+/// resource list pairwise, so lists that long do not load there in useful time either.
+pub(crate) const MAX_NODES: usize = 4_000_000;
+
 fn excessive_aliasing(decoded: usize, from_aliases: usize) -> bool {
     from_aliases > 100
         && decoded > 1000
@@ -49,6 +55,10 @@ pub(crate) struct YamlSyntaxError {
 }
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<YamlDocument, YamlSyntaxError> {
+    parse_with_limit(bytes, MAX_NODES)
+}
+
+fn parse_with_limit(bytes: &[u8], node_limit: usize) -> Result<YamlDocument, YamlSyntaxError> {
     super::yaml_reader::check(bytes).map_err(|err| YamlSyntaxError {
         message: format!("yaml: {}", err.problem),
         line: Some(line_of_offset(bytes, err.offset)),
@@ -58,7 +68,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<YamlDocument, YamlSyntaxError> {
         line: Some(line_of_offset(bytes, err.valid_up_to())),
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut builder = TreeBuilder::new();
+    let mut builder = TreeBuilder::new(node_limit);
     let mut parser = Parser::new_from_str(text);
     loop {
         let (event, mark) = parser.next_token().map_err(syntax_error)?;
@@ -171,10 +181,13 @@ struct TreeBuilder {
     /// The budget was exceeded: aliases are no longer expanded (so memory stays bounded), and the
     /// error is reported once the document has parsed.
     excessive_aliasing: bool,
+    /// Nodes built so far (expanded aliases included), and the most allowed.
+    built: usize,
+    node_limit: usize,
 }
 
 impl TreeBuilder {
-    fn new() -> Self {
+    fn new(node_limit: usize) -> Self {
         TreeBuilder {
             stack: Vec::new(),
             anchors: HashMap::new(),
@@ -184,7 +197,24 @@ impl TreeBuilder {
             decoded: 1,
             from_aliases: 0,
             excessive_aliasing: false,
+            built: 0,
+            node_limit,
         }
+    }
+
+    /// Counts `n` more nodes built; past the limit the document is refused at once.
+    fn build(&mut self, n: usize) -> Result<(), YamlSyntaxError> {
+        self.built = self.built.saturating_add(n);
+        if self.built > self.node_limit {
+            return Err(YamlSyntaxError {
+                message: format!(
+                    "document has more than {} YAML nodes (atrest's limit, to bound memory)",
+                    self.node_limit
+                ),
+                line: None,
+            });
+        }
+        Ok(())
     }
 
     fn on_event(&mut self, event: Event, mark: Marker) -> Result<Flow, YamlSyntaxError> {
@@ -194,6 +224,7 @@ impl TreeBuilder {
             // Only the first document counts, as with go-yaml's Unmarshal.
             Event::DocumentEnd | Event::StreamEnd => Ok(Flow::Done),
             Event::Scalar(text, style, anchor, tag) => {
+                self.build(1)?;
                 let node = Node::new(resolve_scalar(text, style, tag.as_ref()), Some(line));
                 self.decoded += 1;
                 if anchor != 0 {
@@ -215,7 +246,8 @@ impl TreeBuilder {
                     self.excessive_aliasing = true;
                     return self.complete(Node::new(Value::Null, Some(line)));
                 }
-                let node = anchored.clone();
+                let (node, size) = (anchored.clone(), *size);
+                self.build(size)?;
                 self.complete(node)
             }
             Event::SequenceStart(anchor, _) => self.open(FrameKind::Seq(Vec::new()), line, anchor),
@@ -268,6 +300,7 @@ impl TreeBuilder {
                 line: Some(line),
             });
         }
+        self.build(1)?;
         let decoded_before = self.decoded;
         self.decoded += 1;
         self.stack.push(Frame {
@@ -536,6 +569,21 @@ mod tests {
             root.get("k49999").map(|n| &n.value),
             Some(Value::Int(1))
         ));
+    }
+
+    #[test]
+    fn documents_past_the_node_limit_are_refused_while_parsing() {
+        let list = format!("[{}]", vec!["a"; 999].join(","));
+        assert!(parse_with_limit(list.as_bytes(), 1000).is_ok());
+        let list = format!("[{}]", vec!["a"; 1000].join(","));
+        let err = parse_with_limit(list.as_bytes(), 1000).err().unwrap();
+        assert_eq!(
+            err.message,
+            "document has more than 1000 YAML nodes (atrest's limit, to bound memory)"
+        );
+        // Expanded aliases count as built nodes.
+        let aliased = format!("a: &x [{}]\nb: [*x, *x]\n", vec!["a"; 400].join(","));
+        assert!(parse_with_limit(aliased.as_bytes(), 1000).is_err());
     }
 
     #[test]
