@@ -35,6 +35,13 @@ pub(crate) fn read_bounded(input: &mut impl BufRead) -> Result<Vec<u8>> {
             .map_err(BackupError::Read)?;
         let line = &header[start..];
         if start == 0 && line != VERSION_LINE {
+            if n as u64 == room && line.last() != Some(&b'\n') {
+                // No line break in the first 128 KiB (`/dev/zero`, a raw snapshot): age would read
+                // on until it finds one.
+                return Err(BackupError::NotAge(
+                    "no age header line at the start of the input".into(),
+                ));
+            }
             return Ok(header);
         }
         if n == 0 || line.starts_with(b"---") {
@@ -102,6 +109,10 @@ mod tests {
             err.to_string().contains("larger than 131072 bytes"),
             "{err}"
         );
+
+        let mut zeros = std::io::BufReader::new(std::io::repeat(0).take(1 << 30));
+        let err = read_bounded(&mut zeros).unwrap_err();
+        assert!(err.to_string().contains("no age header line"), "{err}");
 
         let other = b"not age at all\n-> x\n".repeat(100_000);
         assert_eq!(

@@ -213,6 +213,17 @@ fn a_header_with_too_many_stanzas_is_refused_before_age_parses_it() {
 }
 
 #[test]
+fn dev_zero_is_not_read_past_the_header_bound() {
+    let (id, _) = x25519_identity();
+    let mut zero = std::fs::File::open("/dev/zero").unwrap();
+    let err = decrypt(&[id], &mut zero, &mut Vec::new(), &mut |_| {}).unwrap_err();
+    assert!(
+        err.to_string().starts_with("not an encrypted backup"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_oversized_header_is_refused_before_age_parses_it() {
     let (id, _) = x25519_identity();
     // One stanza whose body never ends: 64-character lines, 4 MiB of them.
