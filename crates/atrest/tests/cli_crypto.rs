@@ -431,6 +431,15 @@ fn dev_zero_inputs_stop_at_the_size_cap_with_bounded_memory() {
     ]);
     assert_failed(&out, stdin_cap);
 
+    // A backup that is no age file and has no line break: refused at the header bound.
+    let key = dir.path().join("backup.key");
+    let out = atrest(&["backup", "keygen", "-o", key.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{out:?}");
+    let out = from_dev_zero(&["backup", "decrypt", "--identity", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "backup decrypt: {out:?}");
+    assert_failed(&out, "decrypting stdin failed");
+    assert_failed(&out, "no age header line at the start of the input");
+
     let out = from_dev_zero(&["config", "check", "/dev/zero"]);
     assert_eq!(out.status.code(), Some(1), "config check: {out:?}");
     // The verdict is the report, on stdout.
