@@ -1,5 +1,6 @@
-//! The backup reader on arbitrary input: header parsing (stanza counts and sizes), the STREAM
-//! chunks, truncation. Must return an error, never panic, hang or allocate without bound.
+//! The backup reader on arbitrary input: header parsing (stanza counts and sizes; headers past
+//! the bounds are refused before age parses them), the STREAM chunks, truncation. Must return an
+//! error, never panic, hang or allocate without bound.
 #![no_main]
 
 use std::sync::OnceLock;

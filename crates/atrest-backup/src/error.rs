@@ -24,6 +24,10 @@ pub enum BackupError {
     /// The input is not an age file, or its header is damaged.
     #[error("not an encrypted backup (age format) or its header is damaged: {0}")]
     NotAge(String),
+    /// The header is larger, or names more recipients, than any backup we would write; refused
+    /// before age parses it (its header parser is quadratic in the number of lines).
+    #[error("not a backup we can read: its header {0} (refusing before parsing it, possible denial of service)")]
+    HeaderTooLarge(String),
     #[error("the header of the backup was modified (header MAC mismatch)")]
     HeaderTampered,
     #[error("no identity given can decrypt this backup (it is encrypted to: {0})")]

@@ -11,11 +11,13 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod header;
 pub mod keys;
 pub mod kms;
 mod stream;
 
 pub use age::secrecy::SecretString;
 pub use error::{BackupError, Result};
+pub use header::{MAX_HEADER_BYTES, MAX_STANZAS};
 pub use kms::{KmsIdentity, KmsRecipient, KMS_STANZA_TAG};
 pub use stream::{decrypt, encrypt, write_atomically, Identity, Recipient, Summary};

@@ -147,7 +147,9 @@ pub fn decrypt(
         inner: input,
         count: 0,
     };
-    let decryptor = age::Decryptor::new_buffered(BufReader::with_capacity(BUF, &mut counted))
+    let mut buffered = BufReader::with_capacity(BUF, &mut counted);
+    let header = crate::header::read_bounded(&mut buffered)?;
+    let decryptor = age::Decryptor::new_buffered(io::Cursor::new(header).chain(buffered))
         .map_err(map_header_error)?;
     let is_scrypt = decryptor.is_scrypt();
     let mut scrypt_ids = Vec::new();

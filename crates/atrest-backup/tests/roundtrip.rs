@@ -178,6 +178,71 @@ fn not_age_input_is_a_clear_error() {
     );
 }
 
+/// Encrypts to `n` X25519 recipients; the identity of the last one decrypts.
+fn to_many_recipients(n: usize, plain: &[u8]) -> (Identity, Vec<u8>) {
+    let mut recipients: Vec<Recipient> = (1..n)
+        .map(|_| Recipient::X25519(keys::generate().recipient))
+        .collect();
+    let (id, r) = x25519_identity();
+    recipients.push(Recipient::X25519(r));
+    (id, enc(&recipients, plain))
+}
+
+#[test]
+fn a_header_with_too_many_stanzas_is_refused_before_age_parses_it() {
+    // As many recipients as we accept (age adds one grease stanza): the backup still decrypts.
+    let plain = data(100_000);
+    let (id, cipher) = to_many_recipients(atrest_backup::MAX_STANZAS - 1, &plain);
+    assert_eq!(dec(&[id], &cipher).unwrap(), plain);
+
+    // A hostile header: 20,000 stanzas (took age 71 s to reject). Refused at stanza 1025.
+    let (id, _) = x25519_identity();
+    let mut hostile = b"age-encryption.org/v1\n".to_vec();
+    for _ in 0..20_000 {
+        hostile.extend_from_slice(b"-> X25519 TEiF0ypqr+bpvcqXNyCVJpL7OuwPdVwPL7KQEbFDOCc\n");
+        hostile.extend_from_slice(b"EmECAEcKN+n/Vs9SbWiV+Hu0r+E8R77DdWYyd83nw7U\n");
+    }
+    hostile.extend_from_slice(b"--- Vn+54jqiiUCE+WZcEVY3f1sqHjlu/z1LCQ/T7Xm7qI0\n");
+    let err = dec(&[id], &hostile).unwrap_err();
+    assert!(matches!(err, BackupError::HeaderTooLarge(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("header has more than 1024 recipient stanzas"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dev_zero_is_not_read_past_the_header_bound() {
+    let (id, _) = x25519_identity();
+    let mut zero = std::fs::File::open("/dev/zero").unwrap();
+    let err = decrypt(&[id], &mut zero, &mut Vec::new(), &mut |_| {}).unwrap_err();
+    assert!(
+        err.to_string().starts_with("not an encrypted backup"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_oversized_header_is_refused_before_age_parses_it() {
+    let (id, _) = x25519_identity();
+    // One stanza whose body never ends: 64-character lines, 4 MiB of them.
+    let mut hostile =
+        b"age-encryption.org/v1\n-> X25519 TEiF0ypqr+bpvcqXNyCVJpL7OuwPdVwPL7KQEbFDOCc\n".to_vec();
+    while hostile.len() < 4 << 20 {
+        hostile.extend_from_slice(&[b'A'; 64]);
+        hostile.push(b'\n');
+    }
+    let err = dec(&[id], &hostile).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "header is larger than {} bytes",
+            atrest_backup::MAX_HEADER_BYTES
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn atomic_write_leaves_nothing_on_failure() {
     let dir = tempfile::tempdir().unwrap();

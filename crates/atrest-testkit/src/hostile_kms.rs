@@ -6,6 +6,8 @@
 //!   encrypt-only Vault policy).
 //! * [`Misbehaviour::KeyIdMismatch`]: Status reports one key ID, Encrypt answers with another.
 //! * [`Misbehaviour::WrongUnwrap`]: Decrypt succeeds but returns other bytes than were wrapped.
+//! * [`Misbehaviour::ControlCharacters`]: works, but its key ID ([`CONTROL_KEY_ID`]) holds a
+//!   newline and a terminal escape sequence, for checking that tables and logs escape them.
 //!
 //! The "wrapping" is an XOR: test-only, not cryptography. Dropping the plugin stops its server.
 
@@ -22,7 +24,11 @@ pub enum Misbehaviour {
     WriteOnly,
     KeyIdMismatch,
     WrongUnwrap,
+    ControlCharacters,
 }
+
+/// The key ID of [`Misbehaviour::ControlCharacters`] (Status and Encrypt alike).
+pub const CONTROL_KEY_ID: &str = "hostile\n  forged row\x1b[2Jkey";
 
 /// The key ID every hostile plugin reports in Status.
 pub const STATUS_KEY_ID: &str = "hostile-status-key";
@@ -39,11 +45,16 @@ impl KeyBackend for HostileBackend {
         "hostile"
     }
     fn current_key_id(&self) -> Result<String, BackendError> {
-        Ok(STATUS_KEY_ID.into())
+        Ok(match self.0 {
+            Misbehaviour::ControlCharacters => CONTROL_KEY_ID,
+            _ => STATUS_KEY_ID,
+        }
+        .into())
     }
     async fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, BackendError> {
         let key_id = match self.0 {
             Misbehaviour::KeyIdMismatch => "hostile-other-key",
+            Misbehaviour::ControlCharacters => CONTROL_KEY_ID,
             _ => STATUS_KEY_ID,
         };
         Ok(Wrapped {
@@ -63,7 +74,9 @@ impl KeyBackend for HostileBackend {
                 "permission denied: this policy may encrypt only".into(),
             )),
             Misbehaviour::WrongUnwrap => Ok(Zeroizing::new(vec![7; ciphertext.len()])),
-            Misbehaviour::KeyIdMismatch => Ok(Zeroizing::new(xor(ciphertext))),
+            Misbehaviour::KeyIdMismatch | Misbehaviour::ControlCharacters => {
+                Ok(Zeroizing::new(xor(ciphertext)))
+            }
         }
     }
     /// Always healthy: the point is a plugin whose own checks miss the fault.

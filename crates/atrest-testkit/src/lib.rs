@@ -24,7 +24,7 @@ pub mod tls;
 
 pub use apiserver::{http, ApiserverOptions, ApiserverStandIn, TlsServing};
 pub use etcd::{find_etcd, EtcdCluster, EtcdMember, EtcdServer};
-pub use hostile_kms::{HostileKms, Misbehaviour};
+pub use hostile_kms::{HostileKms, Misbehaviour, CONTROL_KEY_ID};
 pub use kms_plugin::KmsPlugin;
 pub use moto::{free_port, Moto};
 pub use openbao::OpenBao;

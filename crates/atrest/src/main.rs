@@ -125,7 +125,11 @@ fn main() -> ExitCode {
         // verdict return it themselves (`commands::common::emit`); the rest had nothing to report.
         Err(err) if commands::common::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            note!("error: {err:#}");
+            let text = format!("{err:#}");
+            note!(
+                "error: {}",
+                commands::terminal_text::escape_control_keep_lines(&text)
+            );
             ExitCode::from(exit::FAILURE)
         }
     }
@@ -142,5 +146,6 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
+        .fmt_fields(commands::terminal_text::log_fields())
         .try_init();
 }

@@ -148,6 +148,24 @@ fn x25519_keygen_recipients_and_streaming() {
         err.contains("damaged or truncated") || err.contains("not an encrypted backup"),
         "{err}"
     );
+    // A hostile header (20,000 recipient stanzas): refused before age parses it, the file named.
+    let stanza = cipher
+        .split(|b| *b == b'\n')
+        .skip(1)
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(&b'\n');
+    let mut hostile = b"age-encryption.org/v1\n".to_vec();
+    for _ in 0..20_000 {
+        hostile.extend_from_slice(&stanza);
+        hostile.push(b'\n');
+    }
+    hostile.extend_from_slice(&cipher[22..]);
+    let err = check_refused(&hostile, "stanzas");
+    assert!(
+        err.contains("bad.age failed") && err.contains("more than 1024 recipient stanzas"),
+        "{err}"
+    );
     // Wrong identity.
     let third = dir.path().join("third.key");
     run(&["backup", "keygen", "-o", third.to_str().unwrap()]);

@@ -1,4 +1,5 @@
-//! `atrest encrypt | decrypt | keygen | bench` end to end, through the real binary.
+//! `atrest encrypt | decrypt | keygen | bench` end to end, through the real binary; `/dev/zero` as
+//! the input of every command that reads a whole file or stdin.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -389,4 +390,62 @@ fn secretbox_is_read_only_in_fips_builds() {
         assert!(enc.stdout.starts_with(b"k8s:enc:secretbox:v1:k1:"));
         assert!(!note.contains("FIPS"), "{note}");
     }
+}
+
+/// Runs `atrest ARGS` with stdin from `/dev/zero` (a real endless file) under a 1 GiB address
+/// space limit: reading without a bound would fail to allocate instead of giving our message.
+fn from_dev_zero(args: &[&str]) -> Output {
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1048576 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_atrest"))
+        .args(args)
+        .stdin(zero)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn dev_zero_inputs_stop_at_the_size_cap_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path(), "c.yaml", &keyed("aescbc", "k1", &[1; 32]));
+    let stdin_cap = "stdin is larger than 67108864 bytes";
+    for op in ["encrypt", "decrypt"] {
+        let out = from_dev_zero(&crypto_args(op, &config));
+        assert_eq!(out.status.code(), Some(1), "{op}: {out:?}");
+        assert_failed(&out, stdin_cap);
+    }
+    let out = from_dev_zero(&["decode"]);
+    assert_eq!(out.status.code(), Some(1), "decode: {out:?}");
+    assert_failed(&out, stdin_cap);
+    let out = from_dev_zero(&[
+        "decode",
+        "--config",
+        config.to_str().unwrap(),
+        "--etcd-key",
+        KEY,
+        "--input-base64",
+    ]);
+    assert_failed(&out, stdin_cap);
+
+    // A backup that is no age file and has no line break: refused at the header bound.
+    let key = dir.path().join("backup.key");
+    let out = atrest(&["backup", "keygen", "-o", key.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{out:?}");
+    let out = from_dev_zero(&["backup", "decrypt", "--identity", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "backup decrypt: {out:?}");
+    assert_failed(&out, "decrypting stdin failed");
+    assert_failed(&out, "no age header line at the start of the input");
+
+    let out = from_dev_zero(&["config", "check", "/dev/zero"]);
+    assert_eq!(out.status.code(), Some(1), "config check: {out:?}");
+    // The verdict is the report, on stdout.
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.starts_with("/dev/zero: error while parsing file: error while loading file: error reading encryption provider configuration file \"/dev/zero\": read /dev/zero: file is larger than 67108864 bytes"),
+        "{report}"
+    );
 }

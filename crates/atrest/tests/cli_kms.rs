@@ -59,6 +59,18 @@ fn serve(args: &[&str], sock: &Path) -> Plugin {
     }
 }
 
+/// A fresh local key store `dir/ks` (`atrest kms init`).
+fn init_key_store(dir: &Path) -> PathBuf {
+    let ks = dir.join("ks");
+    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ks
+}
+
 fn config(dir: &Path, sock: &Path) -> PathBuf {
     let path = dir.join("enc.yaml");
     std::fs::write(
@@ -497,13 +509,7 @@ fn rotation_under_a_running_plugin_is_picked_up_at_once() {
 #[test]
 fn idle_connection_flood_under_a_low_open_files_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let ks = dir.path().join("ks");
-    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ks = init_key_store(dir.path());
     let sock = dir.path().join("kms.sock");
     let listen = format!("unix://{}", sock.display());
     let log = dir.path().join("serve.log");
@@ -555,13 +561,7 @@ fn idle_connection_flood_under_a_low_open_files_limit() {
 #[test]
 fn abstract_socket_refuses_other_users_by_default() {
     let dir = tempfile::tempdir().unwrap();
-    let ks = dir.path().join("ks");
-    let out = atrest(&["kms", "init", "--key-store", ks.to_str().unwrap()], b"");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let ks = init_key_store(dir.path());
     let name = format!("atrest-test-{}", std::process::id());
     let listen = format!("unix:///@{name}");
     let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
@@ -598,5 +598,48 @@ fn abstract_socket_refuses_other_users_by_default() {
         !other.status.success(),
         "nobody must not reach the plugin: {}",
         String::from_utf8_lossy(&other.stdout)
+    );
+}
+
+#[test]
+fn a_non_loopback_metrics_listen_is_warned_about_in_plain_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = init_key_store(dir.path());
+    let sock = dir.path().join("kms.sock");
+    let log = dir.path().join("serve.log");
+    let metrics = format!("0.0.0.0:{}", atrest_testkit::free_port());
+    let listen = format!("unix://{}", sock.display());
+    // Logs to a file, as under systemd or `2>file`: no colour codes.
+    let child = Command::new(env!("CARGO_BIN_EXE_atrest"))
+        .args([
+            "kms",
+            "serve",
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            &metrics,
+        ])
+        .args(["--key-store", ks.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let plugin = Plugin(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(Instant::now() < deadline, "plugin did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(plugin);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("WARN") && text.contains("--metrics-listen is not a loopback address"),
+        "{text}"
+    );
+    assert!(text.contains(&metrics), "names the address: {text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no colour codes in a log file: {text:?}"
     );
 }

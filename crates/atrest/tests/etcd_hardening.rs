@@ -2,14 +2,15 @@
 //! its key ID) stops the run before the first write; an object etcd refuses is named and skipped
 //! while every other object is rewritten; etcd's backend quota is never reached (chunks and
 //! compaction), an already raised NOSPACE alarm stops the run before any write. Real etcd, real
-//! gRPC plugins on unix sockets.
+//! gRPC plugins on unix sockets. Control characters in etcd keys and plugin key IDs are escaped in
+//! every table and log line.
 
 mod etcd_common;
 
 use std::path::Path;
 
 use atrest_testkit::load::TestClient;
-use atrest_testkit::{EtcdServer, HostileKms, Misbehaviour};
+use atrest_testkit::{EtcdServer, HostileKms, Misbehaviour, CONTROL_KEY_ID};
 use base64::Engine;
 use etcd_common::*;
 
@@ -349,4 +350,82 @@ fn unwritable_checkpoint_stops_before_the_first_write_and_completed_one_restarts
         .as_str()
         .unwrap()
         .contains("completed run"));
+}
+
+/// No raw control character (other than the line ends) and no line a crafted key forged.
+fn assert_clean(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{what}: raw control characters in {text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with("  forged row")),
+        "{what}: a forged line in {text}"
+    );
+}
+
+#[test]
+fn control_characters_from_etcd_and_the_plugin_are_escaped_in_tables_and_logs() {
+    let server = EtcdServer::start();
+    let client = TestClient::connect(&server);
+    let evil = "/registry/secrets/default/evil\n  forged row\x1b[2J";
+    client.put(evil, b"k8s\x00secret evil");
+    client.put(
+        "/registry/secrets/default/bad\x1b]0;title\x07",
+        b"k8s:enc:kms:v2:vendor-plugin:not an EncryptedObject",
+    );
+    let plugin = HostileKms::start(Misbehaviour::ControlCharacters);
+    let dir = tempfile::tempdir().unwrap();
+    let config = kms_config(dir.path(), &plugin.endpoint);
+    let escaped_key = r"/registry/secrets/default/evil\n  forged row\x1b[2J";
+    let escaped_id = r"key_id hostile\n  forged row\x1b[2Jkey";
+
+    // rewrite: the plan table and the unreadable listing. Logs at debug level, stderr a pipe.
+    let mut a = args(&["rewrite", &config]);
+    a.extend(server.cli_args());
+    let out = atrest_cmd()
+        .current_dir(dir.path())
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("ATREST_LOG", "debug")
+        .args(&a)
+        .output()
+        .unwrap();
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert!(text.contains("rewrote 1 of 2 objects"), "{text}\n{err}");
+    assert!(
+        text.contains(r"/registry/secrets/default/bad\x1b]0;title\x07: "),
+        "{text}"
+    );
+    assert_clean("rewrite stdout", &text);
+    assert!(err.contains("DEBUG"), "logs were written: {err}");
+    assert_clean("rewrite logs", &err);
+    assert!(!err.contains('\x1b'), "no colour codes off a terminal");
+
+    // status --list --verify: the KEY column with the plugin's key id, the listed keys, the
+    // unreadable value.
+    let mut a = args(&["status", "--list", "--verify", &config]);
+    a.extend(server.cli_args());
+    let out = atrest_in(dir.path(), &a);
+    let text = stdout(&out);
+    assert_eq!(code(&out), 4, "{text}\n{}", stderr(&out));
+    assert!(text.contains(escaped_id), "{text}");
+    assert!(text.contains(&format!("    {escaped_key}\n")), "{text}");
+    assert!(text.contains(r"bad\x1b]0;title\x07"), "{text}");
+    assert_clean("status stdout", &text);
+    assert_clean("status stderr", &stderr(&out));
+
+    // JSON stays raw: the format escapes by itself.
+    let mut a = args(&["status", "--list", "-o", "json", &config]);
+    a.extend(server.cli_args());
+    let json: serde_json::Value =
+        serde_json::from_slice(&atrest_in(dir.path(), &a).stdout).unwrap();
+    let row = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key_id"] == CONTROL_KEY_ID)
+        .unwrap_or_else(|| panic!("a row with the raw key id: {json}"));
+    assert_eq!(row["objects"][0], evil);
+    // Without --verify too, the value that is no EncryptedObject counts as unreadable.
+    assert_eq!(json["totals"]["unreadable"], 1, "{json}");
 }

@@ -147,8 +147,12 @@ fn go_io_error(err: &std::io::Error, path: &str) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     };
-    // Opening a directory succeeds in Go; reading it is what fails.
-    let operation = if err.kind() == std::io::ErrorKind::IsADirectory {
+    // Opening a directory succeeds in Go; reading it is what fails. So does reading past our
+    // size cap (InvalidData).
+    let operation = if matches!(
+        err.kind(),
+        std::io::ErrorKind::IsADirectory | std::io::ErrorKind::InvalidData
+    ) {
         "read"
     } else {
         "open"

@@ -99,6 +99,7 @@ mod raw;
 mod typemeta;
 mod validate;
 mod yaml;
+mod yaml_reader;
 
 pub use build_rules::{maskings, Masking};
 pub use error::{ConfigError, Problem, Rejection, Stage};
@@ -108,4 +109,4 @@ pub use explain::{
 };
 pub use flags::{parse_feature_gates, FeatureGates};
 pub use lint::{holds_key_material, lint};
-pub use load::{content_hash, load_bytes, load_file, parse_bytes, parse_file};
+pub use load::{content_hash, load_bytes, load_file, parse_bytes, parse_file, MAX_CONFIG_BYTES};

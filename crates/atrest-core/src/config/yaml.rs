@@ -1,6 +1,8 @@
 //! YAML front end: yaml-rust2's marked events → [`Node`] tree, resolving plain scalars the way
 //! kube-apiserver's YAML library (go-yaml v2, YAML 1.1 flavour) does, and recording duplicate keys
-//! the way its strict mode reports them.
+//! the way its strict mode reports them. Its limits are go-yaml's: the characters its reader
+//! refuses (see [`super::yaml_reader`]) and an alias-expansion budget, not a node count — a 200,000-item
+//! list without aliases loads, as in kube-apiserver.
 
 use std::collections::HashMap;
 
@@ -10,8 +12,32 @@ use zeroize::Zeroizing;
 
 use super::node::{Entry, Node, Value, MAX_DEPTH};
 
-/// Total nodes a document may expand to through aliases (go-yaml refuses "excessive aliasing" too).
-const MAX_NODES: usize = 200_000;
+/// go-yaml v2's alias budget: once more than 100 of over 1,000 decoded nodes come from alias
+/// expansion, their share may be at most 99 % up to 400,000 decoded nodes, falling linearly to
+/// 10 % at 4,000,000 and above ("document contains excessive aliasing"). Nodes are counted as
+/// go-yaml's decoder visits them: every scalar (keys too), collection and alias node, and each
+/// node of an alias's expansion again.
+fn allowed_alias_ratio(decoded: usize) -> f64 {
+    const LOW: usize = 400_000;
+    const HIGH: usize = 4_000_000;
+    match decoded {
+        d if d <= LOW => 0.99,
+        d if d >= HIGH => 0.10,
+        d => 0.99 - 0.89 * ((d - LOW) as f64 / (HIGH - LOW) as f64),
+    }
+}
+
+/// Most nodes a document may build (alias expansions included). Not go-yaml's: it bounds memory
+/// (a node costs ~150 bytes here, so the densest 64 MiB file would need ~10 GB). 4,000,000 nodes
+/// are 20 times a 200,000-resource config; kube-apiserver, which has no cap, validates each
+/// resource list pairwise, so lists that long do not load there in useful time either.
+pub(crate) const MAX_NODES: usize = 4_000_000;
+
+fn excessive_aliasing(decoded: usize, from_aliases: usize) -> bool {
+    from_aliases > 100
+        && decoded > 1000
+        && from_aliases as f64 / decoded as f64 > allowed_alias_ratio(decoded)
+}
 
 /// The first document of a YAML stream, JSON-converted like sigs.k8s.io/yaml does.
 pub(crate) struct YamlDocument {
@@ -29,12 +55,20 @@ pub(crate) struct YamlSyntaxError {
 }
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<YamlDocument, YamlSyntaxError> {
+    parse_with_limit(bytes, MAX_NODES)
+}
+
+fn parse_with_limit(bytes: &[u8], node_limit: usize) -> Result<YamlDocument, YamlSyntaxError> {
+    super::yaml_reader::check(bytes).map_err(|err| YamlSyntaxError {
+        message: format!("yaml: {}", err.problem),
+        line: Some(line_of_offset(bytes, err.offset)),
+    })?;
     let text = std::str::from_utf8(bytes).map_err(|err| YamlSyntaxError {
         message: "yaml: invalid leading UTF-8 octet".to_owned(),
         line: Some(line_of_offset(bytes, err.valid_up_to())),
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut builder = TreeBuilder::default();
+    let mut builder = TreeBuilder::new(node_limit);
     let mut parser = Parser::new_from_str(text);
     loop {
         let (event, mark) = parser.next_token().map_err(syntax_error)?;
@@ -42,6 +76,14 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<YamlDocument, YamlSyntaxError> {
             Flow::Continue => {}
             Flow::Done => break,
         }
+    }
+    // go-yaml parses the whole document before decoding it, so a syntax error anywhere wins over
+    // the alias budget.
+    if builder.excessive_aliasing {
+        return Err(YamlSyntaxError {
+            message: "yaml: document contains excessive aliasing".to_owned(),
+            line: None,
+        });
     }
     Ok(YamlDocument {
         root: builder.root,
@@ -110,6 +152,8 @@ struct Frame {
     kind: FrameKind,
     line: usize,
     anchor: usize,
+    /// `decoded` when the collection opened: its own decode count is the difference at its end.
+    decoded_before: usize,
 }
 
 enum FrameKind {
@@ -118,19 +162,61 @@ enum FrameKind {
         entries: Vec<Entry>,
         pending_key: Option<Node>,
         duplicate_guard: HashMap<String, ()>,
+        /// Positions in `entries` of repeated keys: each replaces the entries before it with the
+        /// same JSON key (applied once, when the map ends, so repeats cost linear time).
+        replacing: Vec<usize>,
     },
 }
 
-#[derive(Default)]
 struct TreeBuilder {
     stack: Vec<Frame>,
+    /// Anchored node and how many nodes decoding it counts (its expansion's cost).
     anchors: HashMap<usize, (Node, usize)>,
     root: Option<Node>,
     duplicates: Vec<(usize, String)>,
-    nodes: usize,
+    /// go-yaml's `decodeCount`: nodes decoded so far, alias expansions included.
+    decoded: usize,
+    /// go-yaml's `aliasCount`: the part of `decoded` that came from alias expansion.
+    from_aliases: usize,
+    /// The budget was exceeded: aliases are no longer expanded (so memory stays bounded), and the
+    /// error is reported once the document has parsed.
+    excessive_aliasing: bool,
+    /// Nodes built so far (expanded aliases included), and the most allowed.
+    built: usize,
+    node_limit: usize,
 }
 
 impl TreeBuilder {
+    fn new(node_limit: usize) -> Self {
+        TreeBuilder {
+            stack: Vec::new(),
+            anchors: HashMap::new(),
+            root: None,
+            duplicates: Vec::new(),
+            // The document node itself.
+            decoded: 1,
+            from_aliases: 0,
+            excessive_aliasing: false,
+            built: 0,
+            node_limit,
+        }
+    }
+
+    /// Counts `n` more nodes built; past the limit the document is refused at once.
+    fn build(&mut self, n: usize) -> Result<(), YamlSyntaxError> {
+        self.built = self.built.saturating_add(n);
+        if self.built > self.node_limit {
+            return Err(YamlSyntaxError {
+                message: format!(
+                    "document has more than {} YAML nodes (atrest's limit, to bound memory)",
+                    self.node_limit
+                ),
+                line: None,
+            });
+        }
+        Ok(())
+    }
+
     fn on_event(&mut self, event: Event, mark: Marker) -> Result<Flow, YamlSyntaxError> {
         let line = mark.line();
         match event {
@@ -138,23 +224,30 @@ impl TreeBuilder {
             // Only the first document counts, as with go-yaml's Unmarshal.
             Event::DocumentEnd | Event::StreamEnd => Ok(Flow::Done),
             Event::Scalar(text, style, anchor, tag) => {
+                self.build(1)?;
                 let node = Node::new(resolve_scalar(text, style, tag.as_ref()), Some(line));
-                self.count(1)?;
+                self.decoded += 1;
                 if anchor != 0 {
                     self.anchors.insert(anchor, (node.clone(), 1));
                 }
                 self.complete(node)
             }
             Event::Alias(anchor) => {
-                let (node, size) =
-                    self.anchors
-                        .get(&anchor)
-                        .cloned()
-                        .ok_or_else(|| YamlSyntaxError {
-                            message: format!("yaml: line {line}: unknown anchor referenced"),
-                            line: Some(line),
-                        })?;
-                self.count(size)?;
+                let Some((anchored, size)) = self.anchors.get(&anchor) else {
+                    return Err(YamlSyntaxError {
+                        message: format!("yaml: line {line}: unknown anchor referenced"),
+                        line: Some(line),
+                    });
+                };
+                // The alias node, then its target decoded again.
+                self.decoded = self.decoded.saturating_add(1).saturating_add(*size);
+                self.from_aliases = self.from_aliases.saturating_add(*size);
+                if self.excessive_aliasing || excessive_aliasing(self.decoded, self.from_aliases) {
+                    self.excessive_aliasing = true;
+                    return self.complete(Node::new(Value::Null, Some(line)));
+                }
+                let (node, size) = (anchored.clone(), *size);
+                self.build(size)?;
                 self.complete(node)
             }
             Event::SequenceStart(anchor, _) => self.open(FrameKind::Seq(Vec::new()), line, anchor),
@@ -163,6 +256,7 @@ impl TreeBuilder {
                     entries: Vec::new(),
                     pending_key: None,
                     duplicate_guard: HashMap::new(),
+                    replacing: Vec::new(),
                 },
                 line,
                 anchor,
@@ -173,7 +267,12 @@ impl TreeBuilder {
                 };
                 let value = match frame.kind {
                     FrameKind::Seq(items) => Value::Seq(items),
-                    FrameKind::Map { mut entries, .. } => {
+                    FrameKind::Map {
+                        mut entries,
+                        replacing,
+                        ..
+                    } => {
+                        drop_replaced(&mut entries, &replacing);
                         // sigs.k8s.io/yaml marshals a Go map, so JSON sees keys sorted bytewise.
                         entries.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
                         Value::Map(entries)
@@ -181,7 +280,7 @@ impl TreeBuilder {
                 };
                 let node = Node::new(value, Some(frame.line));
                 if frame.anchor != 0 {
-                    let size = node_count(&node);
+                    let size = self.decoded - frame.decoded_before;
                     self.anchors.insert(frame.anchor, (node.clone(), size));
                 }
                 self.complete(node)
@@ -201,20 +300,16 @@ impl TreeBuilder {
                 line: Some(line),
             });
         }
-        self.count(1)?;
-        self.stack.push(Frame { kind, line, anchor });
+        self.build(1)?;
+        let decoded_before = self.decoded;
+        self.decoded += 1;
+        self.stack.push(Frame {
+            kind,
+            line,
+            anchor,
+            decoded_before,
+        });
         Ok(Flow::Continue)
-    }
-
-    fn count(&mut self, n: usize) -> Result<(), YamlSyntaxError> {
-        self.nodes = self.nodes.saturating_add(n);
-        if self.nodes > MAX_NODES {
-            return Err(YamlSyntaxError {
-                message: "yaml: document contains excessive aliasing".to_owned(),
-                line: None,
-            });
-        }
-        Ok(())
     }
 
     fn complete(&mut self, node: Node) -> Result<Flow, YamlSyntaxError> {
@@ -228,6 +323,7 @@ impl TreeBuilder {
                 entries,
                 pending_key,
                 duplicate_guard,
+                replacing,
             } => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key_node) => {
@@ -236,7 +332,7 @@ impl TreeBuilder {
                     if duplicate_guard.insert(shown.clone(), ()).is_some() {
                         self.duplicates.push((key_line.unwrap_or(0), shown));
                         // Non-strict conversion keeps the last value.
-                        entries.retain(|e| e.key != key);
+                        replacing.push(entries.len());
                     }
                     entries.push(Entry {
                         key,
@@ -248,6 +344,28 @@ impl TreeBuilder {
         }
         Ok(Flow::Continue)
     }
+}
+
+/// Removes every entry that a later repeated key (at a position in `replacing`) replaces.
+fn drop_replaced(entries: &mut Vec<Entry>, replacing: &[usize]) {
+    let Some(&last) = replacing.last() else {
+        return;
+    };
+    // Walking backwards: an entry goes when a repeat of its key comes after it.
+    let mut replaced_keys: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut repeats = replacing.iter().rev().peekable();
+    let mut keep = vec![true; entries.len()];
+    for i in (0..=last).rev() {
+        if replaced_keys.contains(&entries[i].key) {
+            keep[i] = false;
+        }
+        if repeats.peek() == Some(&&i) {
+            repeats.next();
+            replaced_keys.insert(entries[i].key.clone());
+        }
+    }
+    let mut flags = keep.into_iter();
+    entries.retain(|_| flags.next().unwrap_or(true));
 }
 
 /// A mapping key as sigs.k8s.io/yaml turns it into a JSON key, and as go-yaml prints it (`%#v`).
@@ -266,20 +384,6 @@ fn map_key(node: &Node) -> Result<(String, String), YamlSyntaxError> {
             line: node.line,
         }),
     }
-}
-
-fn node_count(node: &Node) -> usize {
-    let mut count = 0usize;
-    let mut stack = vec![node];
-    while let Some(n) = stack.pop() {
-        count += 1;
-        match &n.value {
-            Value::Seq(items) => stack.extend(items.iter()),
-            Value::Map(entries) => stack.extend(entries.iter().map(|e| &e.value)),
-            _ => {}
-        }
-    }
-    count
 }
 
 /// go-yaml v2's implicit typing of plain scalars (YAML 1.1: `yes`/`on` are booleans, `0x1f` is
@@ -438,6 +542,48 @@ mod tests {
             syntax("a: \"\\q\"\n").0,
             "yaml: line 1: found unknown escape character"
         );
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_value_in_linear_time() {
+        let mut text = String::new();
+        for round in 0..2 {
+            for i in 0..50_000 {
+                text.push_str(&format!("k{i}: {round}\n"));
+            }
+        }
+        text.push_str("k7: 9\n1: int\n\"1\": str\n");
+        let doc = parse(text.as_bytes()).unwrap();
+        assert_eq!(doc.duplicate_keys.len(), 50_001);
+        let root = doc.root.unwrap();
+        let Value::Map(entries) = &root.value else {
+            panic!("a map")
+        };
+        // `1` and `"1"` are different YAML keys with the same JSON key: both kept, as before.
+        assert_eq!(entries.len(), 50_002);
+        assert!(matches!(
+            root.get("k7").map(|n| &n.value),
+            Some(Value::Int(9))
+        ));
+        assert!(matches!(
+            root.get("k49999").map(|n| &n.value),
+            Some(Value::Int(1))
+        ));
+    }
+
+    #[test]
+    fn documents_past_the_node_limit_are_refused_while_parsing() {
+        let list = format!("[{}]", vec!["a"; 999].join(","));
+        assert!(parse_with_limit(list.as_bytes(), 1000).is_ok());
+        let list = format!("[{}]", vec!["a"; 1000].join(","));
+        let err = parse_with_limit(list.as_bytes(), 1000).err().unwrap();
+        assert_eq!(
+            err.message,
+            "document has more than 1000 YAML nodes (atrest's limit, to bound memory)"
+        );
+        // Expanded aliases count as built nodes.
+        let aliased = format!("a: &x [{}]\nb: [*x, *x]\n", vec!["a"; 400].join(","));
+        assert!(parse_with_limit(aliased.as_bytes(), 1000).is_err());
     }
 
     #[test]

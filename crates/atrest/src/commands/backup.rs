@@ -339,12 +339,21 @@ fn decrypt(args: DecryptArgs) -> anyhow::Result<ExitCode> {
         })
     });
     bar.finish();
+    let source = args
+        .io
+        .input
+        .as_ref()
+        .map_or_else(|| "stdin".to_owned(), |p| p.display().to_string());
     let s = match result {
         Ok(s) => s,
         Err(e) if args.io.output.is_none() => {
-            return Err(e.context("decryption failed: the plaintext written to stdout is incomplete and must be discarded"))
+            return Err(e.context(format!("decrypting {source} failed: the plaintext written to stdout is incomplete and must be discarded")))
         }
-        Err(e) => return Err(e.context("decryption failed: no output file was written")),
+        Err(e) => {
+            return Err(e.context(format!(
+                "decrypting {source} failed: no output file was written"
+            )))
+        }
     };
     summary(&args.io, "decrypted", &s, started, "(authenticated)");
     Ok(ExitCode::from(exit::SUCCESS))

@@ -124,6 +124,40 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("duration {s:?} is too large"))
 }
 
+/// Largest stdin `encrypt`, `decrypt` and `decode` read: one etcd value (base64 of it included)
+/// with room to spare; `/dev/zero` does not exhaust memory.
+pub const MAX_STDIN_BYTES: u64 = 64 << 20;
+
+/// All of stdin, one etcd value: at most [`MAX_STDIN_BYTES`], base64-decoded (whitespace ignored)
+/// when `base64`.
+pub fn read_stdin_value(base64: bool) -> anyhow::Result<zeroize::Zeroizing<Vec<u8>>> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let mut raw = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .take(MAX_STDIN_BYTES + 1)
+        .read_to_end(&mut raw)
+        .context("reading stdin")?;
+    anyhow::ensure!(
+        raw.len() as u64 <= MAX_STDIN_BYTES,
+        "stdin is larger than {MAX_STDIN_BYTES} bytes; one etcd value is at most etcd's --max-request-bytes (1.5 MiB by default)"
+    );
+    if !base64 {
+        return Ok(raw);
+    }
+    let text: zeroize::Zeroizing<Vec<u8>> = zeroize::Zeroizing::new(
+        raw.iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect(),
+    );
+    Ok(zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_slice())
+            .context("stdin is not valid base64")?,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! decrypted exactly as kube-apiserver reads it (the resource comes from the key unless
 //! `--resource` names it).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,7 +11,6 @@ use anyhow::{bail, Context};
 use atrest_core::config::LoadOptions;
 use atrest_core::GroupResource;
 use atrest_store::{decode, keymap};
-use base64::Engine;
 use zeroize::Zeroizing;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,28 +45,8 @@ pub struct DecodeArgs {
     pub output: DecodeFormat,
 }
 
-fn read_stdin(base64: bool) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let mut raw = Zeroizing::new(Vec::new());
-    std::io::stdin()
-        .read_to_end(&mut raw)
-        .context("reading stdin")?;
-    if !base64 {
-        return Ok(raw);
-    }
-    let text: Vec<u8> = raw
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    Ok(Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .context("stdin is not base64")?,
-    ))
-}
-
 pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
-    let stored = read_stdin(args.input_base64)?;
+    let stored = super::common::read_stdin_value(args.input_base64)?;
     let plaintext = match &args.config {
         None => stored,
         Some(config) => {

@@ -1,7 +1,7 @@
 //! `atrest encrypt`: stdin → the exact bytes kube-apiserver would store for a resource and etcd
 //! key (the key is the AES-GCM/KMS authenticated data) → stdout.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,10 +11,6 @@ use atrest_core::{GroupResource, ResourceTransformer};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use zeroize::Zeroizing;
-
-/// Largest stdin `encrypt` / `decrypt` read: one etcd value (base64 of it included) with room to
-/// spare; `/dev/zero` does not exhaust memory.
-pub const MAX_STDIN_BYTES: u64 = 64 << 20;
 
 /// The flags `encrypt` and `decrypt` share.
 #[derive(clap::Args, Debug)]
@@ -62,30 +58,9 @@ impl CryptoArgs {
         Ok(transformers.for_resource(&GroupResource::parse(&self.resource)))
     }
 
-    /// All of stdin (at most [`MAX_STDIN_BYTES`]), base64-decoded if asked.
+    /// All of stdin (bounded, see [`super::common::read_stdin_value`]), base64-decoded if asked.
     pub fn read_input(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-        let mut raw = Zeroizing::new(Vec::new());
-        std::io::stdin()
-            .take(MAX_STDIN_BYTES + 1)
-            .read_to_end(&mut raw)
-            .context("reading stdin")?;
-        anyhow::ensure!(
-            raw.len() as u64 <= MAX_STDIN_BYTES,
-            "stdin is larger than {MAX_STDIN_BYTES} bytes; one etcd value is at most etcd's --max-request-bytes (1.5 MiB by default)"
-        );
-        if !self.input_base64 {
-            return Ok(raw);
-        }
-        let text: Vec<u8> = raw
-            .iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect();
-        let text = Zeroizing::new(text);
-        Ok(Zeroizing::new(
-            B64.decode(text.as_slice())
-                .context("stdin is not valid base64")?,
-        ))
+        super::common::read_stdin_value(self.input_base64)
     }
 
     /// Writes the result in one piece (nothing reaches stdout unless the whole operation worked).

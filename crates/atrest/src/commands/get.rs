@@ -11,6 +11,7 @@ use atrest_store::{decode, keymap};
 
 use super::etcd_args::{runtime, ConfigArgs, EtcdArgs};
 use super::object_name;
+use super::terminal_text::escape_control as esc;
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetFormat {
@@ -98,23 +99,26 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
                 return Err(outage.context(format!("reading etcd key {key}")));
             }
             note!(
-                "error: cannot decrypt etcd key {key} (resource {gr}) with {}: {e}",
-                args.config.config.display()
+                "error: cannot decrypt etcd key {} (resource {gr}) with {}: {}",
+                esc(&key),
+                args.config.config.display(),
+                esc(&e.to_string())
             );
             return Ok(ExitCode::from(crate::exit::UNREADABLE));
         }
     };
     let p = &outcome.provider;
     note!(
-        "# {key}: {}{}{}, {}, resourceVersion {mod_revision}",
+        "# {}: {}{}{}, {}, resourceVersion {mod_revision}",
+        esc(&key),
         p.kind,
         p.key_name
             .as_deref()
-            .map(|k| format!(" key {k}"))
+            .map(|k| format!(" key {}", esc(k)))
             .unwrap_or_default(),
         p.key_id
             .as_deref()
-            .map(|k| format!(" key_id {k}"))
+            .map(|k| format!(" key_id {}", esc(k)))
             .unwrap_or_default(),
         if !transformers.covers(&gr) {
             "not covered by the config"

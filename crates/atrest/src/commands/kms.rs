@@ -297,7 +297,9 @@ pub(crate) fn init_serve_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder
+            .fmt_fields(super::terminal_text::log_fields())
+            .try_init(),
     };
 }
 

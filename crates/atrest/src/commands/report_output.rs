@@ -8,6 +8,8 @@ use atrest_store::etcd::status::ScanProgress;
 use atrest_store::report::{ExitClass, Row, StatusReport};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::terminal_text::{escape_control as esc, key_cell};
+
 /// `-o table|json|yaml`, the same for every command that reports: a table (or text) for people,
 /// or exactly one JSON or YAML document on stdout for scripts.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,15 +67,6 @@ fn state(row: &Row) -> &'static str {
     }
 }
 
-fn key_column(row: &Row) -> String {
-    match (&row.key_name, &row.key_id) {
-        (Some(name), Some(id)) => format!("{name} (key_id {id})"),
-        (Some(name), None) => name.clone(),
-        (None, Some(id)) => format!("key_id {id}"),
-        (None, None) => "-".into(),
-    }
-}
-
 /// Writes the report as a table or as one JSON/YAML document
 /// (`{"rows": [...], "totals": {...}, "unreadable": [...]}`).
 pub fn render_status(
@@ -82,7 +75,7 @@ pub fn render_status(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     for warning in &report.warnings {
-        note!("warning: {warning}");
+        note!("warning: {}", esc(warning));
     }
     match format {
         OutputFormat::Table => Ok(render_table(report, out)?),
@@ -97,9 +90,9 @@ fn render_table(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<(
         .iter()
         .map(|r| {
             [
-                r.resource.clone(),
-                r.provider.clone(),
-                key_column(r),
+                esc(&r.resource).into_owned(),
+                esc(&r.provider).into_owned(),
+                key_cell(r.key_name.as_deref(), r.key_id.as_deref()),
                 state(r).into(),
                 r.count.to_string(),
             ]
@@ -131,7 +124,7 @@ fn render_table(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<(
     for (row, c) in report.rows.iter().zip(&cells) {
         line([&c[0], &c[1], &c[2], &c[3], &c[4]], out)?;
         for key in row.objects.iter().flatten() {
-            writeln!(out, "    {key}")?;
+            writeln!(out, "    {}", esc(key))?;
         }
     }
     let t = &report.totals;
@@ -154,7 +147,7 @@ fn render_table(report: &StatusReport, out: &mut dyn Write) -> std::io::Result<(
             }
         )?;
         for u in &report.unreadable {
-            writeln!(out, "  {}: {}", u.key, u.error)?;
+            writeln!(out, "  {}: {}", esc(&u.key), esc(&u.error))?;
         }
     }
     Ok(())

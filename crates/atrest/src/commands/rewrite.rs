@@ -198,20 +198,15 @@ fn render(s: &RewriteSummary, out: &mut dyn Write) -> std::io::Result<()> {
         .plan
         .iter()
         .map(|r| {
-            let key = match (&r.key_name, &r.key_id) {
-                (Some(n), Some(id)) => format!("{n} (key_id {})", esc(id)),
-                (Some(n), None) => n.clone(),
-                (None, Some(id)) => format!("key_id {}", esc(id)),
-                (None, None) => "-".into(),
-            };
+            let key = super::terminal_text::key_cell(r.key_name.as_deref(), r.key_id.as_deref());
             let action = if s.dry_run && r.action == "rewrite" {
                 "would rewrite"
             } else {
                 r.action
             };
             [
-                r.resource.clone(),
-                format!("{} {key}", r.provider),
+                esc(&r.resource).into_owned(),
+                format!("{} {key}", esc(&r.provider)),
                 action.to_string(),
                 r.count.to_string(),
             ]
@@ -244,10 +239,10 @@ fn render(s: &RewriteSummary, out: &mut dyn Write) -> std::io::Result<()> {
     }
     writeln!(out)?;
     if let Some(note) = &s.resume_note {
-        writeln!(out, "{note}")?;
+        writeln!(out, "{}", esc(note))?;
     }
     if let Some(after) = &s.resumed_after {
-        writeln!(out, "resumed after {after}")?;
+        writeln!(out, "resumed after {}", esc(after))?;
     }
     let verb = if s.dry_run {
         "would rewrite"

@@ -69,7 +69,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 args.config.config.display()
             )?;
             for line in atrest_rotate::gates::unreadable_summary(&scan) {
-                writeln!(out, "  {line}")?;
+                writeln!(out, "  {}", super::terminal_text::escape_control(&line))?;
             }
         }
         Ok(())

@@ -4,6 +4,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::commands::terminal_text::escape_control as esc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -71,10 +73,11 @@ pub fn render_table(checks: &[Check], out: &mut dyn Write) -> std::io::Result<()
             "{:<6} {:<width$} {}",
             c.status.label(),
             c.id,
-            c.message
+            // Messages quote etcd keys, file contents and plugin errors.
+            esc(&c.message)
         )?;
         if let Some(fix) = &c.fix {
-            writeln!(out, "{:<6} {:<width$}   fix: {fix}", "", "")?;
+            writeln!(out, "{:<6} {:<width$}   fix: {}", "", "", esc(fix))?;
         }
     }
     let n = |s: Status| checks.iter().filter(|c| c.status == s).count();

@@ -26,6 +26,7 @@ use serde_json::Value;
 use super::progress::Progress;
 use super::restore;
 use super::{load_config, open_and_index, ConfigArgs, SnapshotArgs};
+use crate::commands::terminal_text::escape_control as esc;
 use crate::commands::{object_name, yaml_output};
 use crate::exit;
 
@@ -155,7 +156,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<ExitCode> {
                 ObjectError::Outage(o) => {
                     crate::commands::common::kms_outage(&o, "nothing was printed")
                 }
-                ObjectError::Failed(e) => anyhow::anyhow!("{key}: {e}"),
+                ObjectError::Failed(e) => anyhow::anyhow!("{}: {}", esc(&key), esc(&e)),
             }
         })?;
     let mut out = io::stdout().lock();
@@ -318,7 +319,8 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         let kv = snap
             .fetch(key, rev)
             .with_context(|| format!("reading snapshot {}", args.snapshot.file.display()))?;
-        let key_text = String::from_utf8_lossy(&kv.key).into_owned();
+        // Only printed: escaped so a crafted key cannot forge lines or drive the terminal.
+        let key_text = esc(&String::from_utf8_lossy(&kv.key)).into_owned();
         let Some(info) = info else {
             if resources.is_empty() {
                 note!("error: {key_text}: key does not map to a resource");
@@ -343,7 +345,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
                 return Err(crate::commands::common::kms_outage(&o, &consequence));
             }
             Err(ObjectError::Failed(e)) => {
-                note!("error: {key_text}: {e}");
+                note!("error: {key_text}: {}", esc(&e));
                 failures.push((key_text, e));
                 continue;
             }
@@ -361,7 +363,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         match sink.write(&info, &object) {
             Ok(()) => {}
             Err(Ok(e)) => {
-                note!("error: {key_text}: {e}");
+                note!("error: {key_text}: {}", esc(&e));
                 failures.push((key_text, e));
                 continue;
             }
@@ -383,7 +385,10 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         other => other?,
     }
     let total: u64 = exported.values().sum();
-    let per: Vec<String> = exported.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+    let per: Vec<String> = exported
+        .iter()
+        .map(|(r, n)| format!("{}: {n}", esc(r)))
+        .collect();
     note!(
         "exported {total} objects at revision {} ({}); {} failed",
         index.revision,
@@ -410,7 +415,7 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut reasons: Vec<(&str, u64)> = reasons.into_iter().collect();
     reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     for (reason, n) in reasons.iter().take(10) {
-        note!("  {n} x {reason}");
+        note!("  {n} x {}", esc(reason));
     }
     if reasons.len() > 10 {
         note!("  ... and {} other reasons", reasons.len() - 10);
