@@ -1,7 +1,9 @@
 //! `atrest encrypt | decrypt | keygen | bench` end to end, through the real binary; `/dev/zero` as
 //! the input of every command that reads a whole file or stdin.
 
-use std::io::Write;
+mod cli_common;
+use cli_common::atrest_stdin as atrest;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -9,19 +11,6 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 const KEY: &str = "/registry/secrets/default/s1";
-
-fn atrest(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The command may fail (and exit) before reading stdin: a broken pipe here is expected.
-    let _ = child.stdin.take().unwrap().write_all(stdin);
-    child.wait_with_output().unwrap()
-}
 
 fn config_file(dir: &Path, name: &str, providers: &str) -> PathBuf {
     let path = dir.join(name);

@@ -1,6 +1,9 @@
 //! `atrest kms …` through the real binary: init → serve → `atrest encrypt`/`decrypt` with a
 //! config whose kms v2 provider points at the plugin; kill -9 and restart; refusals.
 
+mod cli_common;
+use cli_common::atrest_stdin as atrest;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -8,18 +11,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const KEY: &str = "/registry/secrets/default/s1";
-
-fn atrest(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_atrest"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// A running `atrest kms serve`, SIGKILLed on drop if still running.
 struct Plugin(Child);
