@@ -122,17 +122,8 @@ fn sigkill_after_every_milestone_then_rerun_after_completion() {
     args.push(format!("--install={}", cp.install_cmd(&[Some(0), Some(1)])));
     // The kill right after `finished` lands just before or in the backup (recorded, streaming,
     // verifying).
-    let identity = cp.dir.path().join("backup-identity.txt");
-    let keygen = atrest(&[
-        "backup".into(),
-        "keygen".into(),
-        format!("--output={}", identity.display()),
-    ]);
-    assert_eq!(keygen.status.code(), Some(0), "{}", stderr(&keygen));
-    let backup = cp.dir.path().join("etcd.db.age");
-    args.push(format!("--backup={}", backup.display()));
-    args.push(format!("--recipient={}", stdout(&keygen).trim()));
-    args.push(format!("--backup-identity={}", identity.display()));
+    let (backup, flags) = backup_flags(cp.dir.path(), "etcd.db.age");
+    args.extend(flags);
     let mut kills = 0;
     loop {
         let before = cp.done().len();
@@ -322,15 +313,7 @@ fn backup_after_retire_is_encrypted_verified_offline_and_resumable() {
     client.put(key, &stored);
 
     let file = cp.dir.path().join("etcd.db.age");
-    // An age X25519 recipient (scrypt passphrases would cost seconds per run).
-    let identity = cp.dir.path().join("backup-identity.txt");
-    let out = atrest(&[
-        "backup".into(),
-        "keygen".into(),
-        format!("--output={}", identity.display()),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let recipient = stdout(&out).trim().to_string();
+    let (identity, recipient) = age_identity(cp.dir.path());
     let mut with_backup = args.clone();
     with_backup.push(format!("--backup={}", file.display()));
     with_backup.push(format!("--recipient={recipient}"));

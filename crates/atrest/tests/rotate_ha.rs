@@ -31,18 +31,9 @@ fn aescbc_to_aesgcm_with_a_node_70s_late_and_a_sigkill() {
         cp.install_cmd(&[Some(0), Some(70)])
     ));
     // Ending with compaction and an encrypted backup that needs no escrowed key.
-    let identity = cp.dir.path().join("backup-identity.txt");
-    let keygen = atrest(&[
-        "backup".into(),
-        "keygen".into(),
-        format!("--output={}", identity.display()),
-    ]);
-    assert_eq!(keygen.status.code(), Some(0), "{}", stderr(&keygen));
-    let backup = cp.dir.path().join("after-rotation.db.age");
+    let (backup, flags) = backup_flags(cp.dir.path(), "after-rotation.db.age");
     args.push("--compact".into());
-    args.push(format!("--backup={}", backup.display()));
-    args.push(format!("--recipient={}", stdout(&keygen).trim()));
-    args.push(format!("--backup-identity={}", identity.display()));
+    args.extend(flags);
 
     // First run: killed once promote is installed (A has it, B gets it 70 s later).
     let mut first = spawn(&args);

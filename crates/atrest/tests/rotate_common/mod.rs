@@ -224,6 +224,32 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A new age identity in `dir` and its recipient: `(identity file, recipient)`. (An X25519
+/// recipient: scrypt passphrases would cost seconds per run.)
+pub fn age_identity(dir: &Path) -> (PathBuf, String) {
+    let identity = dir.join("backup-identity.txt");
+    let out = atrest(&[
+        "backup".into(),
+        "keygen".into(),
+        format!("--output={}", identity.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    (identity, stdout(&out).trim().to_string())
+}
+
+/// `rotate apply` flags for `--backup DIR/NAME` to a fresh age identity that also opens it for
+/// the offline check: `(backup file, flags)`.
+pub fn backup_flags(dir: &Path, name: &str) -> (PathBuf, Vec<String>) {
+    let (identity, recipient) = age_identity(dir);
+    let backup = dir.join(name);
+    let flags = vec![
+        format!("--backup={}", backup.display()),
+        format!("--recipient={recipient}"),
+        format!("--backup-identity={}", identity.display()),
+    ];
+    (backup, flags)
+}
+
 pub fn secret_json(ns: &str, name: &str, value: &str) -> Vec<u8> {
     serde_json::json!({
         "apiVersion": "v1", "kind": "Secret",
