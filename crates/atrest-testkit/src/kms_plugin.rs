@@ -119,6 +119,55 @@ impl KmsPlugin {
         }
     }
 
+    /// The key ID the running plugin reports in Status (`atrest kms status -o json`).
+    pub fn key_id(&self) -> String {
+        let out = Command::new(&self.atrest)
+            .args(["kms", "status", "--endpoint", &self.endpoint, "-o", "json"])
+            .output()
+            .expect("run atrest kms status");
+        assert!(
+            out.status.success(),
+            "atrest kms status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("kms status -o json is JSON");
+        doc["key_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no key_id in {doc}"))
+            .to_string()
+    }
+
+    /// A KEK rotation of the local key store (`atrest kms rotate`); waits until the running
+    /// plugin reports the new key ID, and returns it.
+    pub fn rotate_kek(&self) -> String {
+        let before = self.key_id();
+        let out = Command::new(&self.atrest)
+            .arg("kms")
+            .arg("rotate")
+            .arg("--key-store")
+            .arg(&self.key_store)
+            .output()
+            .expect("run atrest kms rotate");
+        assert!(
+            out.status.success(),
+            "atrest kms rotate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = self.key_id();
+            if now != before {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "plugin still reports key {before} after kms rotate"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Kills the plugin (its socket stays behind, as after a crash).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

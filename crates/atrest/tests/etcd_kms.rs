@@ -3,68 +3,11 @@
 
 mod etcd_common;
 
-use std::time::{Duration, Instant};
-
 use atrest_testkit::{EtcdServer, KmsPlugin};
 use etcd_common::*;
 
-/// What these tests do with the plugin beyond starting it.
-trait PluginOps {
-    fn key_id(&self) -> String;
-    fn rotate(&self) -> String;
-}
-
 fn start_plugin() -> KmsPlugin {
     KmsPlugin::start(std::path::Path::new(env!("CARGO_BIN_EXE_atrest")), &[])
-}
-
-impl PluginOps for KmsPlugin {
-    /// The key ID the plugin reports in Status.
-    fn key_id(&self) -> String {
-        let out = atrest_cmd()
-            .args(["kms", "status", "--endpoint", &self.endpoint])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "kms status: {}", stderr(&out));
-        let text = stdout(&out);
-        let line = text
-            .lines()
-            .find(|l| l.contains("key_id") || l.contains("key id"))
-            .unwrap_or_else(|| panic!("{text}"));
-        line.rsplit([':', ' ', '='])
-            .find(|s| !s.trim().is_empty())
-            .unwrap()
-            .trim()
-            .trim_matches('"')
-            .to_string()
-    }
-
-    /// Rotates the KEK and waits until the running plugin reports the new key ID.
-    fn rotate(&self) -> String {
-        let before = self.key_id();
-        let out = atrest_cmd()
-            .args([
-                "kms",
-                "rotate",
-                "--key-store",
-                self.key_store.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "kms rotate: {}", stderr(&out));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let now = self.key_id();
-            if now != before {
-                return now;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "plugin still reports key {before}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 #[test]
@@ -184,7 +127,7 @@ resources:
     // KEK rotation: the stored key ID no longer matches the plugin's, so status (without Decrypt)
     // reports the secrets stale, and rewrite moves them to the new key ID.
     let old_key_id = plugin.key_id();
-    let new_key_id = plugin.rotate();
+    let new_key_id = plugin.rotate_kek();
     let secrets_rows = |out: &std::process::Output| -> Vec<serde_json::Value> {
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         json["rows"]

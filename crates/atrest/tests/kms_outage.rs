@@ -113,12 +113,7 @@ fn plugin_stopped_after_a_rotation_stops_every_command() {
     let mut plugin = KmsPlugin::start(bin(), &["--health-interval", "0.2"]);
     let (server, client, dir, config) = encrypted_cluster(&plugin);
 
-    let out = atrest_cmd()
-        .args(["kms", "rotate", "--key-store"])
-        .arg(&plugin.key_store)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    plugin.rotate_kek();
     // The running plugin picks the new KEK up: every Secret is now stale.
     wait_for_exit(&server, &config, &["status"], 3);
     let snap = dir.path().join("snap.db");

@@ -63,16 +63,7 @@ fn kms_objects_go_stale_by_key_id_and_unknown_while_the_plugin_is_down() {
     )));
 
     // A KEK rotation: the plugin reports a new key_id; the stored values carry the old one.
-    let out = atrest_cmd()
-        .args([
-            "kms",
-            "rotate",
-            "--key-store",
-            plugin.key_store.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    plugin.rotate_kek();
     let stale = [("stale".to_string(), 3), ("unencrypted".to_string(), 1)].into();
     let ok = eventually(Duration::from_secs(30), || {
         m.metrics().objects_by_state() == stale

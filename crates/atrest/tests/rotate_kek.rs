@@ -5,24 +5,9 @@
 mod rotate_common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use atrest_testkit::{ApiserverOptions, ApiserverStandIn, EtcdServer, KmsPlugin};
 use rotate_common::*;
-
-fn key_id(endpoint: &str) -> String {
-    let out = atrest_cmd()
-        .args(["kms", "status", "--endpoint", endpoint])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = stdout(&out);
-    text.lines()
-        .find_map(|l| l.strip_prefix("key_id:"))
-        .unwrap_or_else(|| panic!("{text}"))
-        .trim()
-        .to_string()
-}
 
 #[test]
 fn kek_rotation_waits_for_every_apiserver_then_rewrites_old_key_ids() {
@@ -47,27 +32,9 @@ fn kek_rotation_waits_for_every_apiserver_then_rewrites_old_key_ids() {
         })
         .collect();
     seed(apiservers[0].url(), "app", 10);
-    let old = key_id(&plugin.endpoint);
+    let _old = plugin.key_id();
 
-    let out = atrest_cmd()
-        .args([
-            "kms",
-            "rotate",
-            "--key-store",
-            plugin.key_store.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while key_id(&plugin.endpoint) == old {
-        assert!(
-            Instant::now() < deadline,
-            "plugin never reported the new key"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let new = key_id(&plugin.endpoint);
+    let new = plugin.rotate_kek();
 
     let mut args = vec![
         "rotate".to_string(),
