@@ -252,16 +252,7 @@ fn backup_to_a_plugin_that_cannot_decrypt_is_refused_before_writing() {
         let input = dir.path().join("snap.db");
         std::fs::write(&input, bytes(3, 100_000)).unwrap();
         let output = dir.path().join("snap.db.age");
-        let (code, _, stderr) = run(&[
-            "backup",
-            "encrypt",
-            "--kms-endpoint",
-            &plugin.endpoint,
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
-        ]);
+        let (code, _, stderr) = backup_encrypt_kms(&plugin.endpoint, &input, &output);
         assert_eq!(code, 1, "{kind:?}: {stderr}");
         assert!(stderr.contains(&plugin.endpoint), "{kind:?}: {stderr}");
         assert!(

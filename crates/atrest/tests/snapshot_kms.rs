@@ -158,16 +158,7 @@ fn backup_round_trip_through_the_kms_plugin() {
     std::fs::write(&input, &data).unwrap();
     let enc = dir.path().join("snapshot.db.age");
     let dec = dir.path().join("restored.db");
-    let (code, _, stderr) = run(&[
-        "backup",
-        "encrypt",
-        "--kms-endpoint",
-        &plugin.endpoint,
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        enc.to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = backup_encrypt_kms(&plugin.endpoint, &input, &enc);
     assert_eq!(code, 0, "{stderr}");
     let header = std::fs::read(&enc).unwrap();
     assert!(

@@ -22,6 +22,20 @@ pub fn run(args: &[&str]) -> (i32, Vec<u8>, String) {
     decode(out)
 }
 
+/// `atrest backup encrypt --kms-endpoint ENDPOINT -i INPUT -o OUTPUT`.
+pub fn backup_encrypt_kms(endpoint: &str, input: &Path, output: &Path) -> (i32, Vec<u8>, String) {
+    run(&[
+        "backup",
+        "encrypt",
+        "--kms-endpoint",
+        endpoint,
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ])
+}
+
 pub fn decode(out: Output) -> (i32, Vec<u8>, String) {
     let code = out.status.code().unwrap_or(-1);
     (
